@@ -1,0 +1,41 @@
+# The two commands that matter: `make train` (the main job) and `make test` (the whole suite).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: setup test lint lab train figures bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml changes: a second `make setup` installs nothing.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU wheel on this machine kind; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet torch
+	# --no-deps: safety-gymnasium pins pygame==2.1.0 (no 3.11 wheel); gymnasium-robotics pins
+	# numpy<1.24, which it needs only for its own robot tasks. Their real needs are in pyproject.
+	$(BIN)/pip install --quiet --no-deps "safety-gymnasium==1.0.0" "gymnasium-robotics==1.2.2"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check .
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+train: setup
+	$(BIN)/python -m dynacppo_lite train --preset readme
+
+figures: setup
+	$(BIN)/python -m dynacppo_lite figures
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

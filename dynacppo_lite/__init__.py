@@ -1,0 +1,1 @@
+"""dynacppo_lite."""

@@ -1,0 +1,62 @@
+"""Policy and critic networks (paper Table 2: (64, 64) tanh MLPs).
+
+Shapes: ``obs`` is (B, obs_dim); actions are (B, act_dim); values are (B,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
+    """A tanh MLP with orthogonal init (hidden gain sqrt(2), output gain ``out_gain``)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        linear = nn.Linear(sizes[i], sizes[i + 1])
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(linear.weight, out_gain if last else np.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if not last:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class GaussianPolicy(nn.Module):
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log-std."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64),
+                 init_log_std: float = -0.5) -> None:
+        super().__init__()
+        self.mu = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), init_log_std))
+
+    def forward(self, obs: torch.Tensor) -> Normal:
+        """The action distribution at ``obs`` (B, obs_dim); its batch shape is (B, act_dim)."""
+        return Normal(self.mu(obs), self.log_std.exp().expand(obs.shape[0], -1))
+
+    @staticmethod
+    def log_prob(dist: Normal, act: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) summed over action dimensions: (B,)."""
+        return dist.log_prob(act).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample (or take the mean of) the policy: returns (actions (B, act_dim), logp (B,))."""
+        dist = self(obs)
+        act = dist.mean if deterministic else dist.sample()
+        return act, self.log_prob(dist, act)
+
+
+class Critic(nn.Module):
+    """V(s): (B, obs_dim) -> (B,). Used for both the reward and the cost critic."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64, 64)) -> None:
+        super().__init__()
+        self.v = mlp([obs_dim, *hidden, 1])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.v(obs).squeeze(-1)
