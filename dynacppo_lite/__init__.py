@@ -1,1 +1,10 @@
-"""dynacppo_lite."""
+"""dynacppo_lite: Constrained PPO (CPPO) and Dyna-CPPO for Safety-Gymnasium, built to teach.
+
+Public API: ``make_env``, ``Config``, ``train``, and the modules ``gae``, ``estep``, ``mstep``,
+``dynamics``, ``exercises``, ``plots``, ``widgets``.
+"""
+
+from dynacppo_lite.envs import make_env
+
+__all__ = ["make_env"]
+__version__ = "0.1.0"

@@ -11,7 +11,8 @@ from torch import nn
 from torch.distributions import Normal
 
 
-def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh,
+        out_gain: float = 1.0) -> nn.Sequential:
     """A tanh MLP with orthogonal init (hidden gain sqrt(2), output gain ``out_gain``)."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
@@ -44,7 +45,8 @@ class GaussianPolicy(nn.Module):
         return dist.log_prob(act).sum(-1)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(self, obs: torch.Tensor,
+            deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample (or take the mean of) the policy: returns (actions (B, act_dim), logp (B,))."""
         dist = self(obs)
         act = dist.mean if deterministic else dist.sample()
@@ -60,3 +62,25 @@ class Critic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.v(obs).squeeze(-1)
+
+
+class ActorCritic(nn.Module):
+    """The policy and the two critics (reward V_r and cost V_c) of one agent."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64),
+                 init_log_std: float = -0.5) -> None:
+        super().__init__()
+        self.pi = GaussianPolicy(obs_dim, act_dim, hidden, init_log_std)
+        self.v_r = Critic(obs_dim, hidden)
+        self.v_c = Critic(obs_dim, hidden)
+
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batched inference for acting: (actions, logp, V_r, V_c), each with batch dim B."""
+        act, logp = self.pi.act(obs)
+        return act, logp, self.v_r(obs), self.v_c(obs)
+
+    @torch.no_grad()
+    def values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V_r(obs), V_c(obs)), each (B,)."""
+        return self.v_r(obs), self.v_c(obs)

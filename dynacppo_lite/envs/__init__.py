@@ -1,0 +1,26 @@
+"""The world layer: Safety-Gymnasium tasks, the toy task, presets and wrappers."""
+
+from dynacppo_lite.envs.compat import silence_robotics_notice
+
+silence_robotics_notice()  # before the first `import gymnasium` below
+
+from dynacppo_lite.envs.make import check_env_id, known_env_ids, make_env  # noqa: E402
+from dynacppo_lite.envs.presets import PRESETS, EnvPreset, default_cost_limit  # noqa: E402
+from dynacppo_lite.envs.toy import TOY_COST_LIMIT, TOY_ENV_ID, ToySpeedLimitEnv, register_toy_env  # noqa: E402
+from dynacppo_lite.envs.wrappers import NormalizeObservation, SafeVectorEnv  # noqa: E402
+
+register_toy_env()
+
+__all__ = [
+    "PRESETS",
+    "TOY_COST_LIMIT",
+    "TOY_ENV_ID",
+    "EnvPreset",
+    "NormalizeObservation",
+    "SafeVectorEnv",
+    "ToySpeedLimitEnv",
+    "check_env_id",
+    "default_cost_limit",
+    "known_env_ids",
+    "make_env",
+]

@@ -51,6 +51,20 @@ def ndarray_defaults_as_factories() -> Iterator[None]:
         dataclasses._get_field = original
 
 
+def silence_robotics_notice() -> None:
+    """Drop gymnasium-robotics' Adroit-task notice, printed on every ``import gymnasium``.
+
+    gymnasium loads gymnasium-robotics as a plugin, which prints a notice about its Adroit
+    tasks (never used here) to stderr through ``farama_notifications``. Call before gymnasium
+    is first imported.
+    """
+    try:
+        import farama_notifications
+    except ImportError:  # pragma: no cover - optional dependency of gymnasium
+        return
+    farama_notifications.notifications.pop("gymnasium_robotics", None)
+
+
 def import_safety_gymnasium() -> ModuleType:
     """Import and return ``safety_gymnasium``, applying the 3.11 fix around the import only."""
     if "safety_gymnasium" in sys.modules:

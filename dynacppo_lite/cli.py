@@ -1,0 +1,92 @@
+"""``python -m dynacppo_lite {train,bench,figures} ...``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from dynacppo_lite.config import ALGOS, DEVICES, Config
+
+#: Named training set-ups. ``readme`` is what ``make train`` runs (see README).
+TRAIN_PRESETS: dict[str, dict] = {
+    "readme": dict(algo="cppo", env_id="CPPO-PointCircle1-v0", total_steps=300_000, num_envs=2,
+                   steps_per_iter=4_000, run_name="readme_cppo_PointCircle1"),
+    "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
+                  steps_per_iter=1_000, run_name="smoke_cppo_toy"),
+}
+
+BENCH_SUITES = ("env", "throughput", "estep", "learning")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train cppo, ppo-lag or dyna-cppo")
+    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="a named set-up (flags override it)")
+    p.add_argument("--algo", choices=ALGOS)
+    p.add_argument("--env", dest="env_id", help="task id, e.g. SafetyPointGoal1-v0")
+    p.add_argument("--total-steps", type=int)
+    p.add_argument("--steps-per-iter", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--log-dir")
+    p.add_argument("--run-name")
+    p.add_argument("--cost-limit", type=float)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--figure", metavar="PNG", help="write the learning curve to this file at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    values = dict(TRAIN_PRESETS[args.preset]) if args.preset else {}
+    for key in ("algo", "env_id", "total_steps", "steps_per_iter", "seed", "num_envs", "device",
+                "log_dir", "run_name", "cost_limit"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return Config(**values).validate()
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from dynacppo_lite.train import train
+
+    config = _config_from_args(args)
+    if args.resume is not None and not Path(args.resume, "checkpoint.pt").is_file():
+        raise ValueError(f"--resume {args.resume}: no checkpoint.pt there")
+    try:
+        run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last finished iteration is checkpointed; continue with "
+              "--resume <run dir>", file=sys.stderr)
+        return 130
+    print(f"run directory: {run_dir}")
+    if args.figure:
+        from dynacppo_lite.plots import save_learning_curves
+
+        print(f"figure: {save_learning_curves([run_dir], args.figure)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m dynacppo_lite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
+    bench.add_argument("suite", choices=BENCH_SUITES)
+    sub.add_parser("figures", help="regenerate the figures in figures/ from the library")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "bench":
+            return importlib.import_module(f"dynacppo_lite.bench.{args.suite}").main(rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "figures":
+            from dynacppo_lite.plots import regenerate_figures
+
+            regenerate_figures()
+            return 0
+        return _run_train(args)
+    except (ValueError, FileExistsError) as exc:  # CheckpointError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,188 @@
+"""The run configuration: one typed dataclass, one docstring per field.
+
+Defaults follow the CPPO paper (arXiv 2305.14216, Tables 1-2) where it gives a value, except
+the batch: the paper collects 3e4 steps per update; 4,000 keeps CPU runs responsive here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGOS = ("cppo", "ppo-lag", "dyna-cppo")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Config:
+    """Everything a training run depends on (saved as ``config.json`` in the run directory)."""
+
+    # --- run ---
+    algo: str = "cppo"
+    """``cppo``, ``ppo-lag`` (PPO-Lagrangian) or ``dyna-cppo`` (CPPO + imagined rollouts)."""
+    env_id: str = "SafetyPointGoal1-v0"
+    """Task id: Safety-Gymnasium, a preset (``CPPO-PointCircle1-v0``) or ``ToySpeedLimit-v0``."""
+    seed: int = 0
+    """Seeds python, numpy, torch, the envs and the action spaces."""
+    total_steps: int = 1_000_000
+    """Real environment steps in total (summed over envs)."""
+    num_envs: int = 2
+    """Parallel environments (1: in-process; more: one async worker process each)."""
+    steps_per_iter: int = 4_000
+    """Real steps per iteration (summed over envs); rounded down to a multiple of num_envs."""
+    cost_limit: float | None = None
+    """Per-episode cost limit d; ``None`` takes the task's (25 for Safety-Gymnasium)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    torch_threads: int = 1
+    """CPU threads for torch; 1 leaves the other cores to the env workers."""
+    log_dir: str = "runs"
+    """Parent folder of the run directory."""
+    run_name: str | None = None
+    """Run directory name; ``None`` gives ``<algo>_<env_id>_s<seed>``."""
+    checkpoint_every: int = 5
+    """Write ``checkpoint.pt`` every this many iterations (and at the end)."""
+    fast_env: bool = True
+    """Use the fast Safety-Gymnasium reset/step path (bit-identical to stock)."""
+    max_episode_steps: int | None = None
+    """Override the task's episode length (``None`` keeps it)."""
+
+    # --- networks and optimisation ---
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden sizes of the policy and both critics (tanh)."""
+    pi_lr: float = 3e-4
+    """Policy learning rate at the start (linearly annealed to ``pi_lr_final``); paper 1e-4."""
+    pi_lr_final: float = 0.0
+    """Policy learning rate at the end of the run."""
+    vf_lr: float = 1e-3
+    """Learning rate of the reward and cost critics (paper: 1e-3)."""
+    update_epochs: int = 10
+    """Passes over the batch per iteration (M-step and critics)."""
+    num_minibatches: int = 8
+    """Minibatches per pass."""
+    target_kl: float | None = 0.05
+    """Stop the M-step epochs early once the approximate KL exceeds this (``None``: never)."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip for all networks."""
+    init_log_std: float = -0.5
+    """Initial log standard deviation of the Gaussian policy."""
+
+    # --- advantages ---
+    gamma: float = 0.99
+    """Reward discount (paper: 0.99)."""
+    lam: float = 0.97
+    """Reward GAE lambda (paper: 0.97)."""
+    cost_gamma: float = 0.99
+    """Cost discount (paper: 0.99)."""
+    cost_lam: float = 0.95
+    """Cost GAE lambda (paper: 0.95)."""
+
+    # --- CPPO: E-step, M-step, recovery ---
+    kl: float = 0.02
+    """Target KL of the E-step; the budget is kl / (2 ln 2 - 1) (paper appendix E)."""
+    estep_method: str = "exact"
+    """``exact`` (true optimum of the E-step problem) or ``heuristic`` (paper Algorithm 1)."""
+    v_lower_bound: float = 0.4
+    """Element-wise lower bound on the target ratios v (paper Table 2: 0.4)."""
+    lower_clip: float = 0.6
+    """M-step lower ratio clip b at the start (paper: 0.6), linearly annealed to the final."""
+    lower_clip_final: float = 0.6
+    """M-step lower ratio clip at the end of the run."""
+    beta: float = 0.3
+    """Recovery M-step mixing weight (paper appendix C.2: 0.3)."""
+    switch_ratio: float = 0.8
+    """Hysteresis: recovery starts when episode cost > d and ends when it is < ratio * d."""
+
+    # --- PPO-Lagrangian ---
+    clip_ratio: float = 0.2
+    """PPO's clip range (both sides)."""
+    lagrangian_lr: float = 0.035
+    """Adam learning rate of the Lagrange multiplier (OmniSafe's default)."""
+    lagrangian_init: float = 0.0
+    """Initial Lagrange multiplier."""
+
+    # --- Dyna-CPPO ---
+    model_start_iter: int = 5
+    """Iterations of real data before imagined samples join the batch (seed: 10)."""
+    model_horizon: int = 10
+    """Length k of each imagined branch (seed's name; MBPO uses short branches)."""
+    imagined_frac: float = 0.5
+    """Imagined samples as a share of the real batch size (0.5: half as many as real)."""
+    ensemble_size: int = 5
+    """Members of the dynamics ensemble."""
+    model_hidden: tuple[int, ...] = (200, 200)
+    """Hidden sizes of each dynamics member."""
+    model_lr: float = 1e-3
+    """Learning rate of the dynamics ensemble."""
+    model_fit_epochs: int = 20
+    """Maximum epochs per model fit (early stopping on the held-out loss)."""
+    model_holdout: float = 0.2
+    """Share of the buffer held out to stop the model fit."""
+    buffer_capacity: int = 200_000
+    """Real transitions kept in the FIFO replay buffer."""
+    kappa: float = 1.0
+    """Pessimism of imagined cost: mean + kappa * std across members."""
+    disagreement_threshold: float = 1.0
+    """Cut a branch where the ensemble's disagreement (normalised units) exceeds this."""
+    imagined_critics: bool = True
+    """Train the critics on imagined samples too."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the run (e.g. the preset name)."""
+
+    @property
+    def kl_budget(self) -> float:
+        """delta' = kl / (2 ln 2 - 1): the E-step's trust-region budget (appendix E)."""
+        return self.kl / (2 * math.log(2) - 1)
+
+    def validate(self) -> Config:
+        """Raise a one-line ValueError for any setting that cannot work; return self."""
+        checks = [
+            (self.algo in ALGOS, f"algo must be one of {ALGOS}, got {self.algo!r}"),
+            (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (self.estep_method in ("exact", "heuristic"),
+             f"estep_method must be 'exact' or 'heuristic', got {self.estep_method!r}"),
+            (self.total_steps > 0, f"total_steps must be > 0, got {self.total_steps}"),
+            (self.num_envs >= 1, f"num_envs must be >= 1, got {self.num_envs}"),
+            (self.steps_per_iter >= self.num_envs,
+             f"steps_per_iter ({self.steps_per_iter}) must be >= num_envs ({self.num_envs})"),
+            (self.cost_limit is None or self.cost_limit >= 0,
+             f"cost_limit must be >= 0, got {self.cost_limit}"),
+            (self.kl > 0, f"kl must be > 0, got {self.kl}"),
+            (0 <= self.v_lower_bound < 1, f"v_lower_bound must be in [0, 1), got {self.v_lower_bound}"),
+            (0 < self.lower_clip <= 1 and 0 < self.lower_clip_final <= 1,
+             "lower_clip and lower_clip_final must be in (0, 1]"),
+            (0 <= self.beta <= 1, f"beta must be in [0, 1], got {self.beta}"),
+            (0 < self.switch_ratio <= 1, f"switch_ratio must be in (0, 1], got {self.switch_ratio}"),
+            (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
+            (self.update_epochs >= 1 and self.num_minibatches >= 1,
+             "update_epochs and num_minibatches must be >= 1"),
+            (all(0 < g <= 1 for g in (self.gamma, self.lam, self.cost_gamma, self.cost_lam)),
+             "gamma, lam, cost_gamma and cost_lam must be in (0, 1]"),
+            (self.model_horizon >= 1, f"model_horizon must be >= 1, got {self.model_horizon}"),
+            (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
+            (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict` (tuples restored; unknown keys rejected with a clear error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        data = dict(data)
+        for key in ("hidden", "model_hidden"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)

@@ -1,0 +1,117 @@
+"""Collecting a batch of real experience from a vector env with one batched inference per step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dynacppo_lite.nets import ActorCritic
+
+
+@dataclass
+class Rollout:
+    """T steps of E envs. Tensors are (T, E, ...) on the agent's device; numpy arrays are raw.
+
+    ``next_values_*[t]`` is V(s_{t+1}) of the true next state: the next observation, or at an
+    episode end the episode's final observation (gymnasium autoresets, so ``obs[t+1]`` is then
+    the first observation of the next episode).
+    """
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    logp: torch.Tensor
+    rew: torch.Tensor
+    cost: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    values_r: torch.Tensor
+    values_c: torch.Tensor
+    next_values_r: torch.Tensor
+    next_values_c: torch.Tensor
+    raw_obs: np.ndarray
+    """(T, E, obs_dim) unnormalised observations (for the dynamics model)."""
+    raw_next_obs: np.ndarray
+    """(T, E, obs_dim) unnormalised true next observations."""
+    env_act: np.ndarray
+    """(T, E, act_dim) the actions the envs received (clipped to the action space)."""
+    episodes: list[tuple[float, float, int]]
+    """(return, cost, length) of every episode that ended in this rollout (raw units)."""
+
+
+class Collector:
+    """Steps ``envs`` with ``agent`` and keeps the current observation between rollouts."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, agent: ActorCritic, device: torch.device,
+                 seed: int | None = None) -> None:
+        self.envs = envs
+        self.agent = agent
+        self.device = device
+        self.low = envs.single_action_space.low
+        self.high = envs.single_action_space.high
+        obs, info = envs.reset(seed=seed)
+        self.time_env = 0.0
+        """Seconds spent in ``envs.step`` during the last :meth:`collect`."""
+        self.time_infer = 0.0
+        """Seconds spent in policy/critic inference during the last :meth:`collect`."""
+        self.obs = obs
+        self.raw_obs = info.get("raw_obs", obs)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    def collect(self, num_steps: int) -> Rollout:
+        """Run ``num_steps`` steps in every env (num_steps * E transitions)."""
+        T, E = num_steps, self.envs.num_envs
+        obs_dim = self.obs.shape[-1]
+        obs = torch.zeros((T, E, obs_dim), device=self.device)
+        act = torch.zeros((T, E, *self.low.shape), device=self.device)
+        logp, v_r, v_c = (torch.zeros((T, E), device=self.device) for _ in range(3))
+        rew, cost = np.zeros((T, E)), np.zeros((T, E))
+        term, trunc = np.zeros((T, E), dtype=bool), np.zeros((T, E), dtype=bool)
+        raw_obs = np.zeros((T, E, obs_dim))
+        raw_next = np.zeros((T, E, obs_dim))
+        env_act = np.zeros((T, E, *self.low.shape))
+        final_v: list[tuple[int, np.ndarray, torch.Tensor, torch.Tensor]] = []
+        episodes: list[tuple[float, float, int]] = []
+        self.time_env = self.time_infer = 0.0
+        for t in range(T):
+            t0 = time.perf_counter()
+            obs[t] = self._tensor(self.obs)
+            raw_obs[t] = self.raw_obs
+            act[t], logp[t], v_r[t], v_c[t] = self.agent.step(obs[t])
+            env_act[t] = np.clip(act[t].cpu().numpy(), self.low, self.high)
+            t1 = time.perf_counter()
+            next_obs, rew[t], cost[t], term[t], trunc[t], info = self.envs.step(env_act[t])
+            t2 = time.perf_counter()
+            self.time_infer += t1 - t0
+            self.time_env += t2 - t1
+            next_raw = info.get("raw_obs", next_obs)
+            raw_next[t] = next_raw
+            done = term[t] | trunc[t]
+            if done.any():
+                idx = np.flatnonzero(done)
+                finals = np.stack(info["final_observation"][idx])
+                raw_finals = np.stack(info.get("raw_final_observation", info["final_observation"])[idx])
+                raw_next[t, idx] = raw_finals
+                fv_r, fv_c = self.agent.values(self._tensor(finals))
+                final_v.append((t, idx, fv_r, fv_c))
+                ep = info["episode"]
+                episodes += [(float(ep["r"][i]), float(ep["c"][i]), int(ep["l"][i])) for i in idx]
+            self.obs, self.raw_obs = next_obs, next_raw
+        next_v_r, next_v_c = torch.empty_like(v_r), torch.empty_like(v_c)
+        next_v_r[:-1], next_v_c[:-1] = v_r[1:], v_c[1:]
+        next_v_r[-1], next_v_c[-1] = self.agent.values(self._tensor(self.obs))
+        for t, idx, fv_r, fv_c in final_v:
+            i = torch.as_tensor(idx, device=self.device)
+            next_v_r[t, i], next_v_c[t, i] = fv_r, fv_c
+        return Rollout(
+            obs=obs, act=act, logp=logp, rew=self._tensor(rew), cost=self._tensor(cost),
+            terminated=torch.as_tensor(term, device=self.device),
+            truncated=torch.as_tensor(trunc, device=self.device),
+            values_r=v_r, values_c=v_c, next_values_r=next_v_r, next_values_c=next_v_c,
+            raw_obs=raw_obs, raw_next_obs=raw_next, env_act=env_act, episodes=episodes,
+        )

@@ -1,0 +1,150 @@
+"""Everything a run writes: ``progress.csv``, ``log.txt``, ``config.json``, checkpoints.
+
+A run directory ``<log_dir>/<run_name>/`` holds
+
+* ``config.json``: the :class:`~dynacppo_lite.config.Config` of the run;
+* ``progress.csv``: one row per iteration (flushed as it is written);
+* ``log.txt``: the same numbers as human-readable lines;
+* ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
+  leaves the previous checkpoint intact);
+* ``policy_final.pt``: the policy and observation normaliser at the end.
+
+Checkpoints hold only tensors, numbers, strings and containers of them, so they load with
+``torch.load(weights_only=True)``: no pickled code runs when a file is opened.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynacppo_lite.config import Config
+
+CSV_COLUMNS = [
+    "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_margin",
+    "kl", "clip_frac", "ratio_mean", "estep_angle", "estep_feasible", "lagrange", "loss_pi",
+    "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
+    "loss_dyn_holdout", "imagined_frac", "imagined_cost_rate", "branch_len_mean", "sps",
+    "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
+    "t_critics",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (corrupt, missing keys, or for another setting)."""
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as weights_only-loadable objects."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; any failure becomes a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({reason})") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt or ckpt.get("format") != 1:
+        raise CheckpointError(f"{path} is not a dynacppo_lite checkpoint")
+    return ckpt
+
+
+class RunLog:
+    """The run directory: CSV rows, text log, config and checkpoints."""
+
+    def __init__(self, run_dir: str | Path, config: Config, resume: bool = False) -> None:
+        self.dir = Path(run_dir)
+        self.csv_path = self.dir / "progress.csv"
+        self.txt_path = self.dir / "log.txt"
+        self.ckpt_path = self.dir / "checkpoint.pt"
+        if not resume:
+            if self.csv_path.exists():
+                raise FileExistsError(
+                    f"{self.dir} already holds a run: pass --resume {self.dir} to continue it, "
+                    "or choose another --run-name/--log-dir")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(CSV_COLUMNS)
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop rows newer than ``iteration`` (written after the last checkpoint of a killed run)."""
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        header, body = rows[0], rows[1:]
+        it = header.index("iteration")
+        keep = [r for r in body if len(r) == len(header) and int(r[it]) <= iteration]
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        os.replace(tmp, self.csv_path)
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(k, "")) for k in CSV_COLUMNS])
+        line = (f"iter {row['iteration']:5d} | step {row['step']:9d} | return {row['ep_return']:9.3f}"
+                f" | cost {row['ep_cost']:8.3f} | mode {row['mode']:8s} | kl {row['kl']:.4f}"
+                f" | loss_pi {row['loss_pi']:.4f} | loss_vr {row['loss_vr']:.4f}"
+                f" | loss_vc {row['loss_vc']:.4f} | {row['sps']:.0f} steps/s")
+        if row.get("loss_dyn_holdout", "") != "":
+            line += (f" | dyn {row['loss_dyn_train']:.4f}/{row['loss_dyn_holdout']:.4f}"
+                     f" | imagined {row['imagined_frac']:.2f}")
+        with open(self.txt_path, "a") as f:
+            f.write(line + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save({"format": 1, **state}, self.ckpt_path)
+
+    def save_final_policy(self, state: dict[str, Any]) -> None:
+        atomic_torch_save({"format": 1, **state}, self.dir / "policy_final.pt")
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def read_progress(run_dir: str | Path):
+    """``progress.csv`` of a run as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_csv(Path(run_dir) / "progress.csv")

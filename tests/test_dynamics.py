@@ -1,0 +1,244 @@
+"""DynamicsEnsemble and ModelEnv, on a known linear system.
+
+System: s' = s + A s + B a + 0.01 noise, r = w_r . (s, a), c = w_c . (s, a).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
+
+OBS_DIM, ACT_DIM = 4, 2
+SMALL = {"ensemble_size": 3, "hidden": (32, 32)}
+
+
+def linear_system(n: int, seed: int, noise: float = 0.01) -> tuple[np.ndarray, ...]:
+    sys_rng = np.random.default_rng(123)  # the same system for every call
+    A = 0.1 * sys_rng.standard_normal((OBS_DIM, OBS_DIM))
+    B = 0.3 * sys_rng.standard_normal((OBS_DIM, ACT_DIM))
+    w_r, w_c = sys_rng.standard_normal((2, OBS_DIM + ACT_DIM))
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, OBS_DIM)).astype(np.float32)
+    act = rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32)
+    x = np.concatenate([obs, act], 1)
+    next_obs = obs + obs @ A.T + act @ B.T + noise * rng.standard_normal((n, OBS_DIM))
+    return (obs, act, (x @ w_r).astype(np.float32), (x @ w_c).astype(np.float32),
+            next_obs.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[DynamicsEnsemble, object]:
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    result = ens.fit(*linear_system(2000, seed=1), max_epochs=40, batch_size=64)
+    return ens, result
+
+
+def test_fits_linear_system_far_better_than_no_change(fitted) -> None:
+    ens, result = fitted
+    obs, act, rew, cost, next_obs = linear_system(500, seed=2, noise=0.0)
+    y = np.concatenate([next_obs - obs, rew[:, None], cost[:, None]], 1)
+    no_change = float((y ** 2).mean())  # predict s' = s, r = c = 0
+    err = ens.one_step_loss(obs, act, rew, cost, next_obs)
+    assert err < 1e-3
+    assert err < 0.01 * no_change
+    assert result.holdout_mse < 1e-3 and result.n_holdout == 400 and result.n_train == 1600
+    assert result.epochs >= 5 and result.train_history[-1] < result.train_history[0]
+    assert result.holdout_loss <= min(result.holdout_history) + 1e-6
+
+
+def test_predict_shapes_and_members_differ(fitted) -> None:
+    ens, _ = fitted
+    obs, act, *_ = linear_system(50, seed=3)
+    mean, var = ens.predict(obs, act)
+    assert mean.shape == var.shape == (3, 50, OBS_DIM + 2)
+    assert mean.dtype == torch.float32 and bool((var > 0).all())
+    assert float(mean.std(0).mean()) > 0  # members are not copies of each other
+
+
+def test_predict_before_fit_raises() -> None:
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    obs, act, *_ = linear_system(5, seed=0)
+    with pytest.raises(RuntimeError, match="predict before fit"):
+        ens.predict(obs, act)
+    env = ModelEnv(ens)
+    env.reset(obs)
+    with pytest.raises(RuntimeError, match="predict before fit"):
+        env.step(act)
+
+
+def test_forward_matches_member_loop() -> None:
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    x = torch.randn(3, 7, OBS_DIM + ACT_DIM, generator=torch.Generator().manual_seed(0))
+    mean, logvar = ens(x)
+    for e in range(3):
+        h = x[e]
+        for i, (w, b) in enumerate(zip(ens.weights, ens.biases, strict=True)):
+            h = h @ w[e] + b[e, 0]
+            h = F.silu(h) if i < len(ens.weights) - 1 else h
+        mu, raw = h.split(OBS_DIM + 2, dim=-1)
+        hi, lo = ens.max_logvar[e, 0], ens.min_logvar[e, 0]
+        lv = lo + F.softplus(hi - F.softplus(hi - raw) - lo)
+        torch.testing.assert_close(mean[e], mu)
+        torch.testing.assert_close(logvar[e], lv)
+        assert bool((lv <= hi).all() and (lv >= lo).all())
+
+
+def test_batched_training_equals_member_by_member() -> None:
+    ens3 = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, weight_decay=1e-2, seed=0)
+    ens1 = DynamicsEnsemble(OBS_DIM, ACT_DIM, ensemble_size=1, hidden=(32, 32),
+                            weight_decay=1e-2, seed=99)
+    with torch.no_grad():  # member 1 of ens3 becomes ens1's only member
+        for p1, p3 in zip(ens1.parameters(), ens3.parameters(), strict=True):
+            p1.copy_(p3[1:2])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(3, 32, OBS_DIM + ACT_DIM, generator=gen)
+        y = torch.randn(3, 32, OBS_DIM + 2, generator=gen)
+        nll3 = ens3.train_step(x, y)
+        nll1 = ens1.train_step(x[1:2], y[1:2])
+        torch.testing.assert_close(nll3[1:2], nll1)
+    for p1, p3 in zip(ens1.parameters(), ens3.parameters(), strict=True):
+        torch.testing.assert_close(p3[1:2], p1)
+    assert not torch.allclose(ens3.weights[0][0], ens3.weights[0][1])
+
+
+def test_fit_is_deterministic_with_a_seed() -> None:
+    data = linear_system(300, seed=4)
+    preds = []
+    for seed in (7, 7, 8):
+        ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, ensemble_size=2, hidden=(16, 16), seed=seed)
+        ens.fit(*data, max_epochs=3)
+        preds.append(ens.predict(data[0][:20], data[1][:20])[0])
+    torch.testing.assert_close(preds[0], preds[1], rtol=0, atol=0)
+    assert not torch.allclose(preds[0], preds[2])
+
+
+def test_early_stopping_keeps_best_weights() -> None:
+    rng = np.random.default_rng(0)
+    obs, act = rng.standard_normal((200, OBS_DIM)), rng.standard_normal((200, ACT_DIM))
+    noise = rng.standard_normal((200, OBS_DIM + 2))  # nothing to learn: held-out loss stalls
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    res = ens.fit(obs, act, noise[:, -2], noise[:, -1], obs + noise[:, :OBS_DIM],
+                  max_epochs=200, patience=3, batch_size=32)
+    assert res.epochs < 200
+    assert res.holdout_loss <= min(res.holdout_history) + 1e-6
+    with pytest.raises(ValueError, match="at least 2 transitions"):
+        ens.fit(obs[:1], act[:1], noise[:1, 0], noise[:1, 1], obs[:1])
+
+
+# ---------------------------------------------------------------------------------- ModelEnv
+def start_states(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start states from well inside to far outside the training distribution."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.1, 6.0, n)[:, None]
+    return (scale * torch.randn(n, OBS_DIM, generator=gen),
+            2 * torch.rand(n, ACT_DIM, generator=gen) - 1)
+
+
+def test_model_env_shapes_dtypes_and_ts1(fitted) -> None:
+    ens, _ = fitted
+    obs, act = start_states(64, seed=0)
+    env = ModelEnv(ens, disagreement_threshold=math.inf, deterministic=True)
+    first, info0 = env.reset(obs)
+    assert info0 == {} and torch.equal(first, obs)
+    next_obs, rew, cost, term, trunc, info = env.step(act)
+    assert next_obs.shape == (64, OBS_DIM) and next_obs.dtype == torch.float32
+    for t in (rew, cost, info["disagreement"], info["cost_mean"], info["cost_std"]):
+        assert t.shape == (64,) and t.dtype == torch.float32
+    assert term.dtype == trunc.dtype == torch.bool and term.shape == trunc.shape == (64,)
+    assert not term.any() and not trunc.any() and info["n_nonfinite"] == 0
+    # TS1 with deterministic=True: each sample's step is exactly one member's mean.
+    mean, _ = ens.predict(obs, act)
+    gap = (obs + mean[..., :OBS_DIM] - next_obs).abs().amax(-1)  # (E, B)
+    member = gap.argmin(0)
+    assert float(gap.min(0).values.max()) < 1e-5
+    assert len(member.unique()) > 1
+    torch.testing.assert_close(rew, mean[member, torch.arange(64), OBS_DIM])
+    # The env continues from where it stepped; a terminal_fn sets terminated.
+    env2 = ModelEnv(ens, terminal_fn=lambda s, a, s2: s2[:, 0] > 0, deterministic=True)
+    env2.reset(next_obs)
+    after, *_, term2, _, _ = env2.step(act)
+    torch.testing.assert_close(term2, after[:, 0] > 0)
+
+
+def test_pessimistic_cost(fitted) -> None:
+    ens, _ = fitted
+    obs, act = start_states(64, seed=1)
+    costs = {}
+    for kappa in (0.0, 2.0):
+        env = ModelEnv(ens, kappa=kappa, disagreement_threshold=math.inf)
+        env.reset(obs)
+        _, _, costs[kappa], _, _, info = env.step(act)
+    mean_c, std_c = info["cost_mean"], info["cost_std"]
+    assert bool((costs[0.0] >= 0).all())
+    torch.testing.assert_close(costs[0.0], mean_c.clamp(min=0))
+    torch.testing.assert_close(costs[2.0], (mean_c + 2 * std_c).clamp(min=0))
+    assert bool((costs[2.0] >= costs[0.0]).all()) and bool((costs[2.0] > costs[0.0]).any())
+    with pytest.raises(ValueError, match="kappa"):
+        ModelEnv(ens, kappa=-1.0)
+
+
+def test_truncation_exactly_where_disagreement_exceeds_threshold(fitted) -> None:
+    ens, _ = fitted
+    obs, act = start_states(64, seed=2)
+    env = ModelEnv(ens, disagreement_threshold=math.inf)
+    env.reset(obs)
+    disagreement = env.step(act)[5]["disagreement"]
+    mean, _ = ens.predict(obs, act)  # the documented formula
+    expected = (mean[..., :OBS_DIM].std(0, correction=0) / ens.out_std[:OBS_DIM]).amax(-1)
+    torch.testing.assert_close(disagreement, expected)
+    ranked = disagreement.sort().values
+    threshold = float(ranked[40] + ranked[41]) / 2  # strictly between two observed values
+    env = ModelEnv(ens, disagreement_threshold=threshold)
+    env.reset(obs)
+    *_, trunc, info = env.step(act)
+    torch.testing.assert_close(info["disagreement"], disagreement)
+    assert torch.equal(trunc, disagreement > threshold) and int(trunc.sum()) == 23
+
+
+def test_nonfinite_predictions_are_cut_not_propagated(fitted, monkeypatch) -> None:
+    ens, _ = fitted
+    obs, act = start_states(8, seed=3)
+    real_predict = ens.predict
+    bad = torch.tensor([1, 5])
+
+    def broken_predict(o, a):
+        mean, var = real_predict(o, a)
+        mean[0, bad, 0] = torch.nan  # member 0 only: the mean cost over members goes NaN too
+        mean[0, 5, OBS_DIM] = torch.inf
+        return mean, var
+
+    monkeypatch.setattr(ens, "predict", broken_predict)
+    env = ModelEnv(ens, disagreement_threshold=math.inf)
+    env.reset(obs)
+    next_obs, rew, cost, term, trunc, info = env.step(act)
+    assert info["n_nonfinite"] == 2
+    good = torch.ones(8, dtype=torch.bool)
+    good[bad] = False
+    assert torch.equal(trunc, ~good) and not term.any()
+    torch.testing.assert_close(next_obs[bad], obs[bad])
+    assert not torch.equal(next_obs[good], obs[good])
+    for t in (next_obs, rew, cost, info["cost_mean"], info["cost_std"]):
+        assert bool(torch.isfinite(t).all())
+    assert bool(torch.isinf(info["disagreement"][bad]).all())
+    # The next step starts from the kept observation, so nothing non-finite carries over.
+    monkeypatch.setattr(ens, "predict", real_predict)
+    assert bool(torch.isfinite(env.step(act)[0]).all())
+
+
+def test_model_env_sampling_is_seeded(fitted) -> None:
+    ens, _ = fitted
+    obs, act = start_states(32, seed=4)
+    outs = []
+    for seed in (0, 0, 1):
+        env = ModelEnv(ens, generator=torch.Generator().manual_seed(seed))
+        env.reset(obs)
+        outs.append(env.step(act)[0])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    assert not torch.allclose(outs[0], outs[2])
+    with pytest.raises(RuntimeError, match="reset"):
+        ModelEnv(ens).step(act)
