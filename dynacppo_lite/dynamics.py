@@ -48,6 +48,10 @@ _LOGVAR_BOUND_COEF = 0.01
 _STD_FLOOR = 1e-6
 
 
+def _as_tensor(a: ArrayLike, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+
 @dataclass
 class FitResult:
     """What ``DynamicsEnsemble.fit`` reports.
@@ -132,7 +136,7 @@ class DynamicsEnsemble(nn.Module):
 
     # ----------------------------------------------------------------- tensors and normalisation
     def _tensor(self, a: ArrayLike) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=torch.float32, device=self.device)
+        return _as_tensor(a, self.device)
 
     def _inputs(self, obs: ArrayLike, act: ArrayLike) -> torch.Tensor:
         """x = (s, a): (B, obs_dim + act_dim), original units."""
@@ -199,11 +203,12 @@ class DynamicsEnsemble(nn.Module):
     def fit(self, obs: ArrayLike, act: ArrayLike, rew: ArrayLike, cost: ArrayLike,
             next_obs: ArrayLike, *, holdout_frac: float = 0.2, max_epochs: int = 100,
             batch_size: int = 256, patience: int = 5, bootstrap: bool = True,
-            generator: torch.Generator | None = None) -> FitResult:
+            max_holdout: int = 5000, generator: torch.Generator | None = None) -> FitResult:
         """Fit all members on N transitions: obs/next_obs (N, obs_dim), act (N, act_dim),
         rew/cost (N,), numpy or torch.
 
-        A random ``holdout_frac`` of the data is held out (shared by all members); the
+        A random ``holdout_frac`` of the data, at most ``max_holdout`` transitions (MBPO's cap:
+        the held-out set is evaluated in one pass), is held out and shared by all members; the
         normalisers are recomputed from the rest, the train split. Each member trains on its own
         bootstrap resample of the train split (``bootstrap=False``: on the split itself), in
         its own shuffled order every epoch. After each epoch every member's held-out MSE is
@@ -217,7 +222,7 @@ class DynamicsEnsemble(nn.Module):
         n_min = 2 if holdout_frac > 0 else 1  # one to train on, one to hold out
         if n < n_min:
             raise ValueError(f"fit needs at least {n_min} transitions, got {n}")
-        n_hold = min(max(1, int(n * holdout_frac)), n - 1) if holdout_frac > 0 else 0
+        n_hold = min(max(1, int(n * holdout_frac)), n - 1, max_holdout) if holdout_frac > 0 else 0
         gen = self._gen if generator is None else generator
         perm = torch.randperm(n, generator=gen).to(self.device)
         hold, train = perm[:n_hold], perm[n_hold:]
@@ -339,7 +344,7 @@ class ModelEnv:
 
     def reset(self, start_obs: ArrayLike) -> tuple[torch.Tensor, dict]:
         """Start B branches at ``start_obs`` (B, obs_dim); returns (obs, {}) like gymnasium."""
-        self._obs = self.ensemble._tensor(start_obs).clone()
+        self._obs = _as_tensor(start_obs, self.ensemble.device).clone()
         return self._obs.clone(), {}
 
     @torch.no_grad()
@@ -348,7 +353,8 @@ class ModelEnv:
         """Advance every branch by one imagined step; ``actions`` is (B, act_dim)."""
         if self._obs is None:
             raise RuntimeError("ModelEnv: call reset(start_obs) before step(actions)")
-        obs, act, d = self._obs, self.ensemble._tensor(actions), self.ensemble.obs_dim
+        obs, d = self._obs, self.ensemble.obs_dim
+        act = _as_tensor(actions, obs.device)
         mean, var = self.ensemble.predict(obs, act)  # (E, B, d + 2)
         n_members, batch = mean.shape[:2]
         rows = torch.arange(batch, device=obs.device)

@@ -106,6 +106,17 @@ def test_batched_training_equals_member_by_member() -> None:
     assert not torch.allclose(ens3.weights[0][0], ens3.weights[0][1])
 
 
+def test_each_member_gets_its_own_minibatch_order() -> None:
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, ensemble_size=2, hidden=(16, 16), seed=0)
+    with torch.no_grad():  # identical members: only the data order can tell them apart
+        for p in ens.parameters():
+            p[1] = p[0]
+    data = linear_system(200, seed=6)
+    ens.fit(*data, max_epochs=1, bootstrap=False, holdout_frac=0.0, batch_size=32)
+    mean, _ = ens.predict(data[0], data[1])
+    assert not torch.allclose(mean[0], mean[1])
+
+
 def test_fit_is_deterministic_with_a_seed() -> None:
     data = linear_system(300, seed=4)
     preds = []
@@ -117,15 +128,34 @@ def test_fit_is_deterministic_with_a_seed() -> None:
     assert not torch.allclose(preds[0], preds[2])
 
 
+def test_normalisation_makes_fit_unit_invariant() -> None:
+    """Changing the units of s, a, r, c changes nothing once inputs and targets are normalised."""
+    obs, act, rew, cost, next_obs = linear_system(300, seed=5)
+    s_scale, s_shift = np.float32(100.0), np.float32(5.0)
+    scaled = (s_scale * obs + s_shift, 10 * act, 1000 * rew - 3, 0.01 * cost,
+              s_scale * next_obs + s_shift)
+    preds = []
+    for data in ((obs, act, rew, cost, next_obs), scaled):
+        ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, ensemble_size=2, hidden=(16, 16), seed=0)
+        ens.fit(*data, max_epochs=3)
+        preds.append(ens.predict(data[0][:20], data[1][:20]))
+        assert {"in_mean", "in_std", "out_mean", "out_std"} <= set(ens.state_dict())
+    unit = torch.tensor([s_scale] * OBS_DIM + [1000.0, 0.01])
+    shift = torch.tensor([0.0] * OBS_DIM + [-3.0, 0.0])
+    torch.testing.assert_close(preds[1][0], preds[0][0] * unit + shift, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(preds[1][1], preds[0][1] * unit ** 2, rtol=1e-3, atol=1e-8)
+
+
 def test_early_stopping_keeps_best_weights() -> None:
     rng = np.random.default_rng(0)
-    obs, act = rng.standard_normal((200, OBS_DIM)), rng.standard_normal((200, ACT_DIM))
-    noise = rng.standard_normal((200, OBS_DIM + 2))  # nothing to learn: held-out loss stalls
-    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    obs, act = rng.standard_normal((100, OBS_DIM)), rng.standard_normal((100, ACT_DIM))
+    noise = rng.standard_normal((100, OBS_DIM + 2))  # nothing to learn: it can only overfit
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, lr=1e-2, seed=0)
     res = ens.fit(obs, act, noise[:, -2], noise[:, -1], obs + noise[:, :OBS_DIM],
-                  max_epochs=200, patience=3, batch_size=32)
-    assert res.epochs < 200
-    assert res.holdout_loss <= min(res.holdout_history) + 1e-6
+                  max_epochs=300, patience=10, batch_size=16)
+    assert res.epochs < 300
+    assert res.holdout_history[-1] > 1.1 * min(res.holdout_history)  # it did overfit...
+    assert res.holdout_loss <= min(res.holdout_history) + 1e-6  # ...and the best was kept
     with pytest.raises(ValueError, match="at least 2 transitions"):
         ens.fit(obs[:1], act[:1], noise[:1, 0], noise[:1, 1], obs[:1])
 
