@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup test lint lab train figures bench clean
+.PHONY: setup test lint lab train figures clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The whole suite: unit tests, then every notebook executed by nbval in smoke mode.
 test: setup
-	$(BIN)/python -m pytest tests
+	DYNACPPO_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 lint: setup
 	$(BIN)/ruff check .
@@ -31,8 +32,13 @@ lint: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
+# The README's main job: CPPO on the paper's PointCircle setting, then its learning curve.
+# An interrupted run continues from its last checkpoint when `make train` is run again.
+TRAIN_RUN := runs/readme_cppo_PointCircle1
 train: setup
-	$(BIN)/python -m dynacppo_lite train --preset readme
+	$(BIN)/python -m dynacppo_lite train --preset readme --log-dir runs \
+		$$(test -f $(TRAIN_RUN)/checkpoint.pt && echo --resume $(TRAIN_RUN)) \
+		--figure figures/train_learning_curve.png
 
 figures: setup
 	$(BIN)/python -m dynacppo_lite figures

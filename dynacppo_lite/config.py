@@ -116,11 +116,13 @@ class Config:
     """Hidden sizes of each dynamics member."""
     model_lr: float = 1e-3
     """Learning rate of the dynamics ensemble."""
-    model_fit_epochs: int = 20
-    """Maximum epochs per model fit (early stopping on the held-out loss)."""
+    model_fit_epochs: int = 5
+    """Maximum epochs per model fit (early stopping on the held-out loss; fits warm-start)."""
+    model_fit_samples: int = 10_000
+    """Transitions drawn from the buffer for each fit (bounds the fit time as the buffer grows)."""
     model_holdout: float = 0.2
     """Share of the buffer held out to stop the model fit."""
-    buffer_capacity: int = 200_000
+    buffer_capacity: int = 100_000
     """Real transitions kept in the FIFO replay buffer."""
     kappa: float = 1.0
     """Pessimism of imagined cost: mean + kappa * std across members."""

@@ -96,7 +96,8 @@ class RunLog:
         self.txt_path = self.dir / "log.txt"
         self.ckpt_path = self.dir / "checkpoint.pt"
         if not resume:
-            if self.csv_path.exists():
+            # Rows without a checkpoint cannot be continued: only then is a fresh start safe.
+            if self.csv_path.exists() and self.ckpt_path.exists():
                 raise FileExistsError(
                     f"{self.dir} already holds a run: pass --resume {self.dir} to continue it, "
                     "or choose another --run-name/--log-dir")

@@ -98,7 +98,7 @@ def update_critics(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
             torch.nn.utils.clip_grad_norm_([*agent.v_r.parameters(), *agent.v_c.parameters()],
                                            cfg.max_grad_norm)
             opt.step()
-    return float(loss_r), float(loss_c)
+    return float(loss_r.detach()), float(loss_c.detach())
 
 
 def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
@@ -126,7 +126,7 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     with torch.no_grad():
         logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
     diag = mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)
-    return {"loss_pi": float(loss), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
+    return {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
             "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
 
 

@@ -98,26 +98,26 @@ class NormalizeObservation(gym.vector.VectorEnvWrapper):
         scaled = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.eps)
         return np.clip(scaled, -self.clip, self.clip)
 
-    def _observe(self, obs: np.ndarray) -> np.ndarray:
-        if not self.frozen:
-            self.obs_rms.update(obs)
-        return self.normalize(obs)
-
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         info["raw_obs"] = obs
-        return self._observe(obs), info
+        if not self.frozen:
+            self.obs_rms.update(obs)
+        return self.normalize(obs), info
 
     def step(self, actions: np.ndarray):
         obs, reward, cost, terminated, truncated, info = self.env.step(actions)
         info["raw_obs"] = obs
+        if not self.frozen:
+            self.obs_rms.update(obs)
+        # Final observations use the same statistics as the observations returned with them.
         if "final_observation" in info:
             info["raw_final_observation"] = info["final_observation"]
             final = info["final_observation"].copy()
             for i in np.flatnonzero(info["_final_observation"]):
                 final[i] = self.normalize(final[i])
             info["final_observation"] = final
-        return self._observe(obs), reward, cost, terminated, truncated, info
+        return self.normalize(obs), reward, cost, terminated, truncated, info
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.obs_rms.mean.copy(), "var": self.obs_rms.var.copy(),

@@ -1,0 +1,163 @@
+"""The world layer: make_env, the toy task, presets, wrappers, the 3.11 import fix, seeding."""
+
+import dataclasses
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dynacppo_lite.envs import PRESETS, TOY_COST_LIMIT, TOY_ENV_ID, ToySpeedLimitEnv, make_env
+from dynacppo_lite.envs.compat import import_safety_gymnasium, ndarray_defaults_as_factories
+from dynacppo_lite.seeding import seed_everything
+
+
+def rollout(env, steps, seed):
+    """Random actions from a seeded action space: (first obs, rewards, costs, dones)."""
+    env.action_space.seed(seed)
+    obs0, _ = env.reset(seed=seed)
+    out = []
+    for _ in range(steps):
+        _, r, c, te, tr, _ = env.step(env.action_space.sample())
+        out.append((r.copy(), c.copy(), te | tr))
+    env.close()
+    return obs0, np.array([o[0] for o in out]), np.array([o[1] for o in out]), np.array([o[2] for o in out])
+
+
+def test_toy_six_tuple_and_shapes():
+    env = make_env(TOY_ENV_ID, num_envs=3, seed=0)
+    obs, info = env.reset()
+    assert obs.shape == (3, 3)
+    step = env.step(env.action_space.sample())
+    assert len(step) == 6
+    obs, r, c, te, tr, info = step
+    assert obs.shape == (3, 3) and r.shape == c.shape == te.shape == tr.shape == (3,)
+    assert te.dtype == bool and tr.dtype == bool
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", [TOY_ENV_ID, "SafetyPointGoal1-v0"])
+def test_same_seed_same_trajectory(env_id):
+    a = rollout(make_env(env_id, num_envs=1, seed=3, normalize_obs=False), 200, seed=3)
+    b = rollout(make_env(env_id, num_envs=1, seed=3, normalize_obs=False), 200, seed=3)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    c = rollout(make_env(env_id, num_envs=1, seed=4, normalize_obs=False), 200, seed=4)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_safety_gym_vector_env_two_workers():
+    env = make_env("SafetyPointGoal1-v0", num_envs=2, seed=0)
+    obs, _ = env.reset()
+    assert obs.shape == (2, 60)
+    obs, r, c, te, tr, info = env.step(env.action_space.sample())
+    assert obs.shape == (2, 60) and r.shape == c.shape == (2,)
+    assert np.all(np.abs(obs) <= 10.0)
+    env.close()
+
+
+def test_final_observation_is_normalised_and_episode_stats():
+    env = make_env(TOY_ENV_ID, num_envs=2, seed=1)
+    env.reset()
+    rewards, costs = np.zeros(2), np.zeros(2)
+    for t in range(50):
+        obs, r, c, te, tr, info = env.step(env.action_space.sample())
+        rewards += r
+        costs += c
+    assert tr.all() and "final_observation" in info
+    for i in range(2):
+        raw = info["raw_final_observation"][i]
+        np.testing.assert_allclose(info["final_observation"][i], env.normalize(raw))
+        assert not np.allclose(info["final_observation"][i], raw)
+    np.testing.assert_allclose(info["episode"]["r"], rewards)
+    np.testing.assert_allclose(info["episode"]["c"], costs)  # raw costs, never normalised
+    np.testing.assert_array_equal(info["episode"]["l"], [50, 50])
+    env.close()
+
+
+def test_frozen_normaliser_keeps_statistics():
+    env = make_env(TOY_ENV_ID, num_envs=1, seed=0)
+    env.reset()
+    env.step(env.action_space.sample())
+    env.frozen = True
+    before = env.state_dict()
+    for _ in range(5):
+        env.step(env.action_space.sample())
+    after = env.state_dict()
+    np.testing.assert_array_equal(before["mean"], after["mean"])
+    assert before["count"] == after["count"]
+    env.close()
+
+
+def test_toy_tradeoff_best_reward_breaks_the_limit():
+    def episode(throttle):
+        env = ToySpeedLimitEnv()
+        env.reset(seed=0)
+        ret = cost = 0.0
+        for _ in range(env.horizon):
+            _, r, c, _, _, _ = env.step(np.array([throttle, 0.0]))
+            ret, cost = ret + r, cost + c
+        return ret, cost
+
+    fast_ret, fast_cost = episode(1.0)
+    safe_ret, safe_cost = episode(0.45)
+    assert fast_ret > safe_ret > 0
+    assert fast_cost > TOY_COST_LIMIT and safe_cost == 0.0
+    with pytest.raises(ValueError, match="finite action"):
+        ToySpeedLimitEnv().step(np.array([np.nan, 0.0]))
+
+
+def test_unknown_env_id_names_close_matches():
+    with pytest.raises(ValueError) as err:
+        make_env("SafetyPointGoal7-v0")
+    message = str(err.value)
+    assert "\n" not in message and "SafetyPointGoal1-v0" in message
+    with pytest.raises(ValueError, match="num_envs"):
+        make_env(TOY_ENV_ID, num_envs=0)
+
+
+def test_circle_preset_matches_paper_table_1():
+    preset = PRESETS["CPPO-PointCircle1-v0"]
+    assert preset.cost_limit == 5.0
+    env = make_env("CPPO-PointCircle1-v0", num_envs=1, seed=0)
+    env.reset()
+    for t in range(50):
+        *_, te, tr, info = env.step(env.action_space.sample())
+    assert tr[0] and info["episode"]["l"][0] == 50
+    env.close()
+
+
+def test_import_fix_is_scoped():
+    import_safety_gymnasium()
+    original = dataclasses._get_field
+    with ndarray_defaults_as_factories():
+        @dataclasses.dataclass
+        class Colour:
+            rgba: np.ndarray = np.array([1.0, 0.0, 0.0, 1.0])
+
+        a, b = Colour(), Colour()
+        a.rgba[0] = 0.5
+        assert b.rgba[0] == 1.0  # each instance owns a copy
+    assert dataclasses._get_field is original
+    # Outside the block dataclasses behave normally again.
+    with pytest.raises(ValueError, match="mutable default"):
+        @dataclasses.dataclass
+        class Bad:
+            xs: list = []  # noqa: RUF012
+    if sys.version_info >= (3, 11):
+        with pytest.raises(ValueError, match="mutable default"):
+            @dataclasses.dataclass
+            class BadArray:
+                x: np.ndarray = np.zeros(2)
+
+
+def test_seed_everything_repeats_random_streams():
+    env = make_env(TOY_ENV_ID, num_envs=1, seed=0)
+    seed_everything(11, env)
+    first = (np.random.rand(), torch.rand(1).item(), env.action_space.sample())
+    seed_everything(11, env)
+    second = (np.random.rand(), torch.rand(1).item(), env.action_space.sample())
+    assert first[0] == second[0] and first[1] == second[1]
+    np.testing.assert_array_equal(first[2], second[2])
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    env.close()
