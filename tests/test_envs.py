@@ -60,7 +60,7 @@ def test_final_observation_is_normalised_and_episode_stats():
     env = make_env(TOY_ENV_ID, num_envs=2, seed=1)
     env.reset()
     rewards, costs = np.zeros(2), np.zeros(2)
-    for t in range(50):
+    for _ in range(50):
         obs, r, c, te, tr, info = env.step(env.action_space.sample())
         rewards += r
         costs += c
@@ -121,7 +121,7 @@ def test_circle_preset_matches_paper_table_1():
     assert preset.cost_limit == 5.0
     env = make_env("CPPO-PointCircle1-v0", num_envs=1, seed=0)
     env.reset()
-    for t in range(50):
+    for _ in range(50):
         *_, te, tr, info = env.step(env.action_space.sample())
     assert tr[0] and info["episode"]["l"][0] == 50
     env.close()
