@@ -1,0 +1,133 @@
+"""M-step losses: gradients against the L2 tracking objective, the recovery variant, diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, recovery_mstep_loss
+
+CLIP = 0.6
+
+
+def batch(seed: int = 0, size: int = 400) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logp_new (requires grad), logp_old, v: ratios in [0.3, 2.2] across the clip, v in [0, 2]."""
+    gen = torch.Generator().manual_seed(seed)
+    logp_old = torch.randn(size, generator=gen, dtype=torch.float64)
+    log_ratio = -1.2 + 2.0 * torch.rand(size, generator=gen, dtype=torch.float64)
+    v = 2.0 * torch.rand(size, generator=gen, dtype=torch.float64)
+    return (logp_old + log_ratio).requires_grad_(), logp_old, v
+
+
+def grad_of(loss_fn, logp_new: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(loss_fn(logp_new), logp_new)
+    return grad
+
+
+def test_gradient_is_l2_tracking_except_below_the_clip_when_v_is_lower() -> None:
+    logp_new, logp_old, v = batch()
+    got = grad_of(lambda lp: mstep_loss(lp, logp_old, v, lower_clip=CLIP), logp_new)
+    l2 = grad_of(lambda lp: 0.5 * ((v - (lp - logp_old).exp()) ** 2).mean(), logp_new)
+    r = (logp_new - logp_old).exp().detach()
+    above, stop = r >= CLIP, (r < CLIP) & (v < r)
+    pull_up = (r < CLIP) & (v > r)
+    assert above.sum() > 50 and stop.sum() > 5 and pull_up.sum() > 5
+    torch.testing.assert_close(got[above], l2[above], rtol=1e-12, atol=1e-15)
+    assert torch.all(got[stop] == 0)
+    torch.testing.assert_close(got[pull_up], l2[pull_up], rtol=1e-12, atol=1e-15)
+
+
+def test_loss_value_and_no_gradient_to_logp_old() -> None:
+    logp_new, logp_old, v = batch(1)
+    logp_old = logp_old.clone().requires_grad_()
+    loss = mstep_loss(logp_new, logp_old, v, lower_clip=CLIP)
+    r = np.exp(logp_new.detach().numpy() - logp_old.detach().numpy())
+    d = v.numpy() - r
+    want = -np.mean(np.minimum(d * r, d * np.maximum(r, CLIP)))
+    assert loss.ndim == 0 and loss.item() == pytest.approx(want, rel=1e-12)
+    loss.backward()
+    assert logp_old.grad is None or torch.all(logp_old.grad == 0)
+
+
+def test_recovery_at_beta_one_is_the_plain_loss() -> None:
+    logp_new, logp_old, v = batch(2)
+    adv_c = torch.randn(v.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    plain = grad_of(lambda lp: mstep_loss(lp, logp_old, v, lower_clip=CLIP), logp_new)
+    rec = grad_of(lambda lp: recovery_mstep_loss(lp, logp_old, v, adv_c, lower_clip=CLIP,
+                                                 beta=1.0), logp_new)
+    torch.testing.assert_close(rec, plain, rtol=0, atol=0)
+    with torch.no_grad():
+        rec_loss = recovery_mstep_loss(logp_new, logp_old, v, adv_c, lower_clip=CLIP, beta=1.0)
+        assert rec_loss == mstep_loss(logp_new, logp_old, v, lower_clip=CLIP)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_recovery_direction_mixes_in_the_projection_on_adv_c(beta: float) -> None:
+    """Without clipping (r >= b everywhere) d loss / d logp_i = -D_i r_i / B; recover D and
+    check D = beta (v - r) + (1 - beta) P (v - r), P the projection on the line of A_c."""
+    logp_old = torch.zeros(300, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    logp_new = (0.1 * torch.randn(300, generator=gen, dtype=torch.float64)).requires_grad_()
+    v = 1.0 + 0.3 * torch.randn(300, generator=gen, dtype=torch.float64)
+    adv_c = torch.randn(300, generator=gen, dtype=torch.float64)
+    grad = grad_of(lambda lp: recovery_mstep_loss(lp, logp_old, v, adv_c, lower_clip=0.4,
+                                                  beta=beta), logp_new)
+    r = logp_new.detach().exp()
+    direction = (-grad * 300 / r).numpy()
+    track, c = (v - r).numpy(), adv_c.numpy()
+    along = (track @ c) / (c @ c) * c
+    np.testing.assert_allclose(direction, beta * track + (1 - beta) * along, atol=1e-12)
+    if beta == 0.0:  # the pure projection: parallel to A_c, and what it drops is orthogonal
+        assert abs(np.corrcoef(direction, c)[0, 1]) == pytest.approx(1.0)
+        assert (track - direction) @ c == pytest.approx(0.0, abs=1e-9)
+
+
+def test_recovery_with_zero_cost_advantages_is_finite() -> None:
+    logp_new, logp_old, v = batch(4)
+    loss = recovery_mstep_loss(logp_new, logp_old, v, torch.zeros_like(v), lower_clip=CLIP,
+                               beta=0.3)
+    assert torch.isfinite(loss)
+    plain = mstep_loss(logp_new, logp_old, v, lower_clip=CLIP)
+    assert loss.item() == pytest.approx(0.3 * plain.item(), rel=1e-12)
+
+
+def test_diagnostics_match_direct_formulas() -> None:
+    logp_new, logp_old, _ = batch(5)
+    got = mstep_diagnostics(logp_new, logp_old, lower_clip=CLIP)
+    log_r = logp_new.detach().numpy() - logp_old.numpy()
+    r = np.exp(log_r)
+    assert set(got) == {"approx_kl", "clip_frac", "ratio_mean"}
+    assert all(isinstance(x, float) for x in got.values())
+    assert got["approx_kl"] == pytest.approx(np.mean(r - 1 - log_r), rel=1e-12)
+    assert got["clip_frac"] == pytest.approx(np.mean(r < CLIP), rel=1e-12)
+    assert got["ratio_mean"] == pytest.approx(np.mean(r), rel=1e-12)
+    assert got["approx_kl"] > 0
+
+
+def test_diagnostics_at_identity_ratio() -> None:
+    logp = torch.randn(50)
+    got = mstep_diagnostics(logp, logp.clone(), lower_clip=CLIP)
+    assert got == {"approx_kl": 0.0, "clip_frac": 0.0, "ratio_mean": 1.0}
+
+
+@pytest.mark.parametrize(("shapes", "kw", "match"), [
+    (((5,), (4,), (5,)), {}, "shape"),
+    (((5,), (5,), (5, 1)), {}, "shape"),
+    (((5, 2), (5, 2), (5, 2)), {}, "shape"),
+    (((5,), (5,), (5,)), {"lower_clip": 1.0}, "lower_clip"),
+])
+def test_bad_inputs_raise(shapes, kw: dict, match: str) -> None:
+    a, b, c = (torch.zeros(s) for s in shapes)
+    with pytest.raises(ValueError, match=match):
+        mstep_loss(a, b, c, **{"lower_clip": CLIP, **kw})
+
+
+@pytest.mark.parametrize(("adv_c", "beta", "match"), [
+    (torch.zeros(4), 0.3, "adv_c"),
+    (torch.zeros(5), 1.5, "beta"),
+])
+def test_bad_recovery_inputs_raise(adv_c: torch.Tensor, beta: float, match: str) -> None:
+    z = torch.zeros(5)
+    with pytest.raises(ValueError, match=match):
+        recovery_mstep_loss(z, z, z, adv_c, lower_clip=CLIP, beta=beta)
