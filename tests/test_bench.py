@@ -1,0 +1,38 @@
+"""The benchmark suites' code paths on tiny budgets (the numbers come from real runs, not here)."""
+
+import json
+
+from dynacppo_lite.cli import main as cli_main
+from dynacppo_lite.envs import TOY_ENV_ID
+
+
+def test_bench_estep_tiny(tmp_path):
+    assert cli_main(["bench", "estep", "--sizes", "200", "--repeats", "2", "--solver-max-n", "200",
+                     "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "estep.json").read_text())
+    row = data["results"][0]
+    assert row["N"] == 200 and abs(row["gap_exact"]) < 1e-6
+    assert "bench estep" in data["command"]
+
+
+def test_bench_throughput_tiny(tmp_path):
+    assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo", "dyna-cppo",
+                     "--workers", "1", "--steps", "3000", "--steps-per-iter", "1000",
+                     "--raw-steps", "500", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "throughput.json").read_text())["results"]
+    assert [r["algo"] for r in rows] == ["cppo", "dyna-cppo"]
+    for r in rows:
+        assert r["train_sps"] > 0 and 0 < r["ratio"] and r["peak_rss_MiB"] > 0
+        assert abs(sum(r[k] for k in r if k.startswith("t_")) - 1.0) < 0.05  # phases cover it all
+    assert rows[1]["t_model"] > 0
+
+
+def test_bench_learning_tiny(tmp_path):
+    assert cli_main(["bench", "learning", "--tasks", TOY_ENV_ID, "--algos", "cppo", "ppo-lag",
+                     "--seeds", "0", "1", "--steps", "2000", "--steps-per-iter", "1000",
+                     "--target-return", "-100", "--log-dir", str(tmp_path / "runs"),
+                     "--figures", str(tmp_path / "fig"), "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "learning.json").read_text())["results"]
+    assert {r["algo"] for r in rows} == {"cppo", "ppo-lag"}
+    assert all(r["seeds"] == 2 and r["steps_to_target_mean"] == 1000 for r in rows)
+    assert (tmp_path / "fig" / f"learning_{TOY_ENV_ID}.png").is_file()
