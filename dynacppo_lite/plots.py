@@ -6,14 +6,19 @@ Only matplotlib and pandas here; the training loop never imports this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from dynacppo_lite.envs.presets import default_cost_limit
 from dynacppo_lite.runlog import read_progress
+
+if TYPE_CHECKING:
+    from dynacppo_lite.dynamics import DynamicsEnsemble
 
 
 def run_cost_limit(run_dir: str | Path) -> float:
@@ -67,3 +72,360 @@ def save_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, smooth
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+# =============================================================================================
+# Added for the notebooks, the widgets and ``make figures`` (issue #5). Every picture below
+# draws what a library call computed (``estep.solve_estep``, ``gae.dual_gae``,
+# ``mstep.mstep_loss``, ``dynamics.DynamicsEnsemble``); none re-implements the algorithm. The
+# only arithmetic here is the 2-D geometry needed to *draw* the E-step plane.
+# =============================================================================================
+
+#: Labels of the three cases of Theorem 3.4, as :class:`EStepPlane` and the exercises use them.
+ESTEP_CASES = ("unconstrained", "constrained", "infeasible")
+
+
+def synthetic_advantages(n: int = 256, correlation: float = 0.5, seed: int = 0, *,
+                         reward_mean: float = 0.0, cost_mean: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Teaching data for the E-step pictures: (adv_r, adv_c), float64 (n,) each.
+
+    ``adv_r`` is standard normal; ``adv_c = correlation * adv_r + sqrt(1 - correlation^2) z``
+    with an independent standard normal z, so the two have (population) correlation
+    ``correlation`` (in [-1, 1]). A positive correlation is the interesting case: the actions
+    that earn reward also cost. ``reward_mean``/``cost_mean`` shift the samples (the E-step only
+    sees the centred advantages, since mean(v) = 1).
+    """
+    if not -1.0 <= correlation <= 1.0:
+        raise ValueError(f"correlation must lie in [-1, 1], got {correlation}")
+    rng = np.random.default_rng(seed)
+    z1, z2 = rng.standard_normal((2, n))
+    adv_r = z1 + reward_mean
+    adv_c = correlation * z1 + np.sqrt(1.0 - correlation ** 2) * z2 + cost_mean
+    return adv_r, adv_c
+
+
+@dataclass(frozen=True, eq=False)
+class EStepPlane:
+    """The plane of Theorem 3.4 for one batch, in the coordinates ``estep.EStepResult.angle``
+    uses: e1 = centred A / |centred A| (angle 0) and e2 = the part of centred A_c orthogonal
+    to e1 (angle pi/2).
+
+    In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is |A| p, the trust
+    region is the disc p^2 + q^2 <= radius^2 (radius = sqrt(2 N kl_budget)), and the cost
+    constraint is the half-plane ``alpha p + beta q <= kappa`` (kappa = N cost_margin,
+    (alpha, beta) = centred A_c in the basis). ``case`` is the case of Theorem 3.4 *without*
+    the element-wise bound: ``unconstrained`` (the reward direction is cost-feasible),
+    ``constrained`` (the optimum sits where the cost line cuts the circle) or ``infeasible``
+    (the line misses the disc: recovery).
+    """
+
+    n: int
+    radius: float
+    kappa: float
+    e1: np.ndarray
+    e2: np.ndarray
+    alpha: float
+    beta: float
+    a_norm: float
+    case: str
+
+    def coords(self, x: np.ndarray) -> tuple[float, float]:
+        """(p, q): the projection of x = v - 1 (N,) on the plane."""
+        return float(x @ self.e1), float(x @ self.e2)
+
+    @property
+    def c_norm(self) -> float:
+        """|centred A_c| = sqrt(alpha^2 + beta^2)."""
+        return float(np.hypot(self.alpha, self.beta))
+
+
+def estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float,
+                kl_budget: float) -> EStepPlane:
+    """The :class:`EStepPlane` of a batch (numpy or torch (N,) advantages)."""
+    a = np.asarray(adv_r, dtype=np.float64).ravel()
+    c = np.asarray(adv_c, dtype=np.float64).ravel()
+    n = a.size
+    a_hat, c_hat = a - a.mean(), c - c.mean()
+    a_norm = float(np.linalg.norm(a_hat))
+    e1 = a_hat / a_norm if a_norm > 0 else np.zeros_like(a)
+    perp = c_hat - (c_hat @ e1) * e1
+    p_norm = float(np.linalg.norm(perp))
+    e2 = perp / p_norm if p_norm > 1e-12 * max(1.0, float(np.linalg.norm(c_hat))) else np.zeros_like(a)
+    alpha, beta = float(c_hat @ e1), float(c_hat @ e2)
+    radius = float(np.sqrt(2.0 * n * kl_budget))
+    kappa = float(n * cost_margin)
+    if alpha * radius <= kappa:
+        case = "unconstrained"
+    elif kappa < -radius * float(np.hypot(alpha, beta)):
+        case = "infeasible"
+    else:
+        case = "constrained"
+    return EStepPlane(n=n, radius=radius, kappa=kappa, e1=e1, e2=e2, alpha=alpha, beta=beta,
+                      a_norm=a_norm, case=case)
+
+
+def plot_estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float,
+                     kl_budget: float, results: Mapping[str, Any] | None = None,
+                     ax: plt.Axes | None = None, title: str | None = None,
+                     legend: bool = True) -> plt.Axes:
+    """Theorem 3.4's picture: trust-region circle, cost half-plane, A and A_c directions, and
+    the projection of each ``results[label]`` (an ``EStepResult``, or a v array) on the plane.
+
+    With an element-wise bound the solution leaves the plane a little, so its projection can
+    lie inside the circle.
+    """
+    plane = estep_plane(adv_r, adv_c, cost_margin=cost_margin, kl_budget=kl_budget)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4.6))
+    R = plane.radius
+    lim = 1.45 * R
+    g = np.linspace(-lim, lim, 241)
+    P, Q = np.meshgrid(g, g)
+    lhs = plane.alpha * P + plane.beta * Q
+    ax.contourf(P, Q, (lhs <= plane.kappa).astype(float), levels=[0.5, 1.5], colors=["tab:green"],
+                alpha=0.13)
+    if lhs.min() < plane.kappa < lhs.max():
+        ax.contour(P, Q, lhs, levels=[plane.kappa], colors=["tab:green"], linewidths=1.5,
+                   linestyles="solid")
+    t = np.linspace(0, 2 * np.pi, 361)
+    ax.plot(R * np.cos(t), R * np.sin(t), color="tab:blue", lw=1.5,
+            label=f"trust region, R = sqrt(2 N KL') = {R:.2f}")
+    ax.annotate("", xy=(0.8 * R, 0), xytext=(0, 0),
+                arrowprops=dict(arrowstyle="->", color="tab:orange", lw=2))
+    ax.text(0.8 * R, 0.04 * R, "A (reward)", color="tab:orange", ha="right", va="bottom")
+    if plane.c_norm > 0:
+        u = np.array([plane.alpha, plane.beta]) / plane.c_norm * 0.8 * R
+        ax.annotate("", xy=tuple(u), xytext=(0, 0),
+                    arrowprops=dict(arrowstyle="->", color="tab:red", lw=2))
+        ax.text(u[0], u[1], " A_c (cost)", color="tab:red", ha="left", va="center")
+    ax.plot([R], [0], marker="*", ms=13, color="tab:orange", ls="none",
+            label="unconstrained optimum R A/|A|")
+    markers = iter(["o", "s", "D", "^", "v", "P"])
+    for label, res in (results or {}).items():
+        v = np.asarray(getattr(res, "v", res), dtype=np.float64)
+        p, q = plane.coords(v - 1.0)
+        ax.plot([p], [q], marker=next(markers, "o"), ms=8, ls="none", mfc="none", mew=2, label=label)
+    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+    ax.axvline(0, color="0.8", lw=0.8, zorder=0)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
+           xlabel="x . e1  (along centred A)", ylabel="x . e2  (centred A_c, orthogonal part)")
+    ax.set_title(title if title is not None else f"case: {plane.case} (green: cost-feasible)",
+                 fontsize=10)
+    if legend:
+        ax.legend(fontsize=7, loc="lower left")
+    return ax
+
+
+def plot_v_histogram(v: np.ndarray, lower_bound: float, ax: plt.Axes | None = None,
+                     label: str | None = None, bins: int = 40) -> plt.Axes:
+    """Histogram of the E-step targets v with the element-wise lower bound drawn."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    v = np.asarray(v, dtype=np.float64)
+    ax.hist(v, bins=bins, alpha=0.6, label=label)
+    ax.axvline(lower_bound, color="k", ls="--", lw=1, label=f"lower bound {lower_bound:g}")
+    ax.axvline(1.0, color="0.6", lw=1)
+    at_bound = float(np.mean(v <= lower_bound + 1e-9))
+    ax.set(xlabel="v = q / pi_old", ylabel="samples",
+           title=f"v*: {100 * at_bound:.0f}% at the bound", )
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_episode_ends(ax: plt.Axes, terminated: np.ndarray, truncated: np.ndarray) -> None:
+    """Mark terminations (solid red: next value 0) and truncations (dashed purple: bootstrap
+    from V of the final observation) on a time axis."""
+    for i, t in enumerate(np.flatnonzero(np.asarray(terminated))):
+        ax.axvline(t + 0.5, color="tab:red", lw=1.5,
+                   label="terminated: V(s_T) = 0" if i == 0 else None)
+    for i, t in enumerate(np.flatnonzero(np.asarray(truncated))):
+        ax.axvline(t + 0.5, color="tab:purple", lw=1.5, ls="--",
+                   label="truncated: bootstrap V(s_T)" if i == 0 else None)
+
+
+def plot_gae_series(series: Mapping[str, np.ndarray], terminated: np.ndarray,
+                    truncated: np.ndarray, ax: plt.Axes | None = None,
+                    title: str | None = None, ylabel: str = "") -> plt.Axes:
+    """Time series (e.g. advantages computed two ways) with the episode ends marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3))
+    styles = iter(["-", "--", ":", "-."])
+    for label, y in series.items():
+        y = np.asarray(y, dtype=np.float64)
+        ax.plot(np.arange(len(y)), y, ls=next(styles, "-"), marker=".", ms=4, label=label)
+    plot_episode_ends(ax, terminated, truncated)
+    ax.set(xlabel="time step t", ylabel=ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_advantage_scatter(adv_r: np.ndarray, adv_c: np.ndarray, ax: plt.Axes | None = None,
+                           max_points: int = 4000) -> plt.Axes:
+    """Reward advantage against cost advantage, one dot per sample, with their correlation."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    a = np.asarray(adv_r, dtype=np.float64).ravel()
+    c = np.asarray(adv_c, dtype=np.float64).ravel()
+    step = max(1, a.size // max_points)
+    ax.scatter(a[::step], c[::step], s=4, alpha=0.4)
+    rho = float(np.corrcoef(a, c)[0, 1]) if a.std() > 0 and c.std() > 0 else float("nan")
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.axvline(0, color="0.7", lw=0.8)
+    ax.set(xlabel="reward advantage A", ylabel="cost advantage A_c",
+           title=f"corr(A, A_c) = {rho:.2f}")
+    return ax
+
+
+def tracking_gradient(ratio: np.ndarray, v: np.ndarray | float, lower_clip: float) -> np.ndarray:
+    """d loss / d r_i of ``mstep.mstep_loss`` (autograd through the library's loss).
+
+    ``ratio`` r (N,) and targets ``v`` (N,) or a scalar; the loss is the batch mean, so the
+    gradient of sample i carries the 1/N. Computed with logp_old = 0 and logp_new = log r, then
+    d/dr = (d/d logp_new) / r.
+    """
+    import torch
+
+    from dynacppo_lite.mstep import mstep_loss
+
+    r = np.asarray(ratio, dtype=np.float64).ravel()
+    v_arr = np.broadcast_to(np.asarray(v, dtype=np.float64), r.shape)
+    logp = torch.tensor(np.log(r), dtype=torch.float64, requires_grad=True)
+    loss = mstep_loss(logp, torch.zeros_like(logp), torch.tensor(v_arr, dtype=torch.float64),
+                      lower_clip=lower_clip)
+    (grad,) = torch.autograd.grad(loss, logp)
+    return grad.numpy() / r
+
+
+def plot_mstep_tracking(v: float, lower_clip: float, axes: Sequence[plt.Axes] | None = None,
+                        r_max: float = 2.0) -> Sequence[plt.Axes]:
+    """One sample's M-step objective and gradient as functions of the ratio r, with the lower
+    clip b and without it (b = 0): the gradient is ``tracking_gradient`` and the objective its
+    integral from r = v (where it is 0), i.e. 0.5 (v - r)^2 where the clip is inactive.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    r = np.linspace(0.02, r_max, 400)
+    for b, label, ls in ((0.0, "no clip", "--"), (lower_clip, f"lower clip b = {lower_clip:g}", "-")):
+        grad = tracking_gradient(r, v, b) * r.size  # per sample (undo the batch mean)
+        obj = np.concatenate([[0.0], np.cumsum(0.5 * (grad[1:] + grad[:-1]) * np.diff(r))])
+        obj -= np.interp(v, r, obj)
+        axes[0].plot(r, obj, ls=ls, label=label)
+        axes[1].plot(r, grad, ls=ls, label=label)
+    for ax in axes:
+        ax.axvline(v, color="tab:green", lw=1, label=f"target v = {v:g}")
+        ax.axvline(lower_clip, color="k", lw=1, ls=":", label="b")
+        ax.axhline(0, color="0.8", lw=0.8)
+        ax.set(xlabel="ratio r = pi_theta / pi_old")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set(ylabel="effective loss", title="objective the gradient descends")
+    axes[1].set(ylabel="d loss / d r", title="gradient (autograd of mstep_loss)")
+    return axes
+
+
+def compounding_error(ensemble: DynamicsEnsemble, obs: np.ndarray, act: np.ndarray,
+                      next_obs: np.ndarray, done: np.ndarray, horizon: int,
+                      max_starts: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Open-loop multi-step error of the ensemble mean against the predict-no-change baseline.
+
+    ``obs``/``act``/``next_obs``/``done`` are one env's consecutive transitions (T, ...) in raw
+    units. From up to ``max_starts`` start steps whose next ``horizon`` steps stay inside one
+    episode, the model is fed its own predicted state and the *real* actions; the baseline keeps
+    the start state. Returns (model MSE, baseline MSE), each (horizon,): the mean squared
+    state error k + 1 steps after the start, over starts and state dimensions.
+    """
+    import torch
+
+    obs, act, next_obs = (np.asarray(x, dtype=np.float32) for x in (obs, act, next_obs))
+    done = np.asarray(done, dtype=bool)
+    T = len(obs)
+    ok = [s for s in range(T - horizon + 1) if not done[s:s + horizon - 1].any()]
+    if not ok:
+        raise ValueError(f"no window of {horizon} steps inside one episode")
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.choice(ok, size=min(max_starts, len(ok)), replace=False))
+    d = ensemble.obs_dim
+    state = torch.as_tensor(obs[starts], device=ensemble.device)
+    model_err, base_err = np.zeros(horizon), np.zeros(horizon)
+    for k in range(horizon):
+        mean, _ = ensemble.predict(state, act[starts + k])
+        state = state + mean.mean(0)[:, :d]
+        target = next_obs[starts + k]
+        model_err[k] = float(((state.cpu().numpy() - target) ** 2).mean())
+        base_err[k] = float(((obs[starts] - target) ** 2).mean())
+    return model_err, base_err
+
+
+def plot_compounding_error(model_err: np.ndarray, baseline_err: np.ndarray,
+                           ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Multi-step (open-loop) state error of the model and of predict-no-change, log scale."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.8, 3.4))
+    k = np.arange(1, len(model_err) + 1)
+    ax.plot(k, model_err, marker="o", label="ensemble mean, own predictions fed back")
+    ax.plot(k, baseline_err, marker="s", ls="--", label="predict no change (s' = s)")
+    ax.set_yscale("log")
+    ax.set(xlabel="steps ahead k", ylabel="state MSE (raw units)",
+           title=title or "compounding error")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_disagreement(disagreement: np.ndarray, error: np.ndarray, threshold: float | None = None,
+                      ax: plt.Axes | None = None) -> plt.Axes:
+    """Ensemble disagreement (ModelEnv's info) against the true one-step error, per sample."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.scatter(np.asarray(disagreement), np.asarray(error), s=5, alpha=0.4)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"truncation threshold {threshold:g}")
+        ax.legend(fontsize=8)
+    ax.set(xscale="log", yscale="log", xlabel="disagreement (std of members / typical step)",
+           ylabel="true state error (MSE)", title="disagreement vs true one-step error")
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def plot_runs(run_dirs: Sequence[str | Path], *, smoothing: int = 1,
+              metrics: Sequence[str] = ("ep_return", "ep_cost"),
+              cost_limit: float | str | None = "auto", labels: Sequence[str] | None = None,
+              axes: Sequence[plt.Axes] | None = None) -> Sequence[plt.Axes]:
+    """Any ``progress.csv`` columns against environment steps, one panel per metric.
+
+    ``cost_limit``: ``"auto"`` draws each run's limit (from its config) on the ``ep_cost``
+    panel, a number draws that limit, ``None`` draws none.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+        axes = list(axes[0])
+    limits: set[float] = set()
+    for k, run in enumerate(run_dirs):
+        df = read_progress(run)
+        label = labels[k] if labels is not None else Path(run).name
+        for ax, metric in zip(axes, metrics, strict=True):
+            ax.plot(df["step"], smooth(df[metric], smoothing), label=label)
+        if cost_limit == "auto":
+            limits.add(run_cost_limit(run))
+    if cost_limit is not None and cost_limit != "auto":
+        limits = {float(cost_limit)}
+    for ax, metric in zip(axes, metrics, strict=True):
+        if metric == "ep_cost":
+            for d in sorted(limits):
+                ax.axhline(d, color="k", ls="--", lw=1, label=f"cost limit {d:g}")
+        ax.set(xlabel="environment steps", ylabel=metric, title=metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return axes
+
+
+def regenerate_figures() -> list[Path]:
+    """``python -m dynacppo_lite figures``: rewrite every figure in ``figures/`` from the library
+    (implementation: :func:`dynacppo_lite.figures.regenerate`)."""
+    from dynacppo_lite.figures import regenerate
+
+    return regenerate()

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               "vector env, measured in this run. t_* = share of a training iteration's time "
               "(env stepping, policy inference, E-step, M-step, critics, model fit, imagined "
               "rollouts; other = GAE and batch bookkeeping). Memory: peak RSS of the training "
-              "process and its env workers; RSS after the 2nd and the last iteration (flat = no per-step growth).")
+              "process and its env workers; RSS "
+              "after the 2nd and the last iteration (flat = no per-step growth).")
     write_results(args.out, "throughput", f"Training throughput on {args.env}", table, rows,
                   command_line("throughput", argv), started)
     return 0
