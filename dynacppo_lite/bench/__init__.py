@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m dynacppo_lite bench <suite>`` runs ``bench.<suite>.main``."""
