@@ -328,14 +328,19 @@ def plot_mstep_tracking(v: float, lower_clip: float, axes: Sequence[plt.Axes] | 
 
 def compounding_error(ensemble: DynamicsEnsemble, obs: np.ndarray, act: np.ndarray,
                       next_obs: np.ndarray, done: np.ndarray, horizon: int,
-                      max_starts: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                      max_starts: int = 256, seed: int = 0,
+                      normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Open-loop multi-step error of the ensemble mean against the predict-no-change baseline.
 
     ``obs``/``act``/``next_obs``/``done`` are one env's consecutive transitions (T, ...) in raw
     units. From up to ``max_starts`` start steps whose next ``horizon`` steps stay inside one
     episode, the model is fed its own predicted state and the *real* actions; the baseline keeps
-    the start state. Returns (model MSE, baseline MSE), each (horizon,): the mean squared
-    state error k + 1 steps after the start, over starts and state dimensions.
+    the start state. Returns (model error, baseline error), each (horizon,): the squared state
+    error k + 1 steps after the start, averaged over starts and state dimensions. With
+    ``normalise`` each dimension's squared error is divided by that dimension's variance over
+    ``obs`` (constant dimensions, variance under 1e-6 of the largest, are left out), so that a
+    few large, noisy sensors (e.g. Safety-Gymnasium's accelerometer) do not hide every other
+    dimension; 1 then means "as far off as a random state".
     """
     import torch
 
@@ -348,14 +353,17 @@ def compounding_error(ensemble: DynamicsEnsemble, obs: np.ndarray, act: np.ndarr
     rng = np.random.default_rng(seed)
     starts = np.sort(rng.choice(ok, size=min(max_starts, len(ok)), replace=False))
     d = ensemble.obs_dim
+    var = obs.var(0)
+    keep = var > 1e-6 * var.max() if normalise else np.ones(d, dtype=bool)
+    scale = var[keep] if normalise else np.ones(int(keep.sum()))
     state = torch.as_tensor(obs[starts], device=ensemble.device)
     model_err, base_err = np.zeros(horizon), np.zeros(horizon)
     for k in range(horizon):
         mean, _ = ensemble.predict(state, act[starts + k])
         state = state + mean.mean(0)[:, :d]
-        target = next_obs[starts + k]
-        model_err[k] = float(((state.cpu().numpy() - target) ** 2).mean())
-        base_err[k] = float(((obs[starts] - target) ** 2).mean())
+        target = next_obs[starts + k][:, keep]
+        model_err[k] = float((((state.cpu().numpy()[:, keep] - target) ** 2) / scale).mean())
+        base_err[k] = float((((obs[starts][:, keep] - target) ** 2) / scale).mean())
     return model_err, base_err
 
 
@@ -368,7 +376,7 @@ def plot_compounding_error(model_err: np.ndarray, baseline_err: np.ndarray,
     ax.plot(k, model_err, marker="o", label="ensemble mean, own predictions fed back")
     ax.plot(k, baseline_err, marker="s", ls="--", label="predict no change (s' = s)")
     ax.set_yscale("log")
-    ax.set(xlabel="steps ahead k", ylabel="state MSE (raw units)",
+    ax.set(xlabel="steps ahead k", ylabel="state error / state variance",
            title=title or "compounding error")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

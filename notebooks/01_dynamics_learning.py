@@ -1,0 +1,259 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. Learning the dynamics: how good is the model that Dyna-CPPO imagines with?
+#
+# Dyna-CPPO adds *imagined* experience to every CPPO batch: short rollouts in a learned model
+# of the environment. Everything the policy then learns from those samples is only as good as
+# the model, so we start there.
+#
+# **After this notebook you will be able to**
+#
+# 1. collect real Safety-Gymnasium transitions with `dynacppo_lite.make_env`, and know where the
+#    true next state of an episode's last step is hidden;
+# 2. fit the probabilistic ensemble `dynacppo_lite.dynamics.DynamicsEnsemble` and read its
+#    held-out loss;
+# 3. measure its one-step error, and its multi-step (compounding) error when it is fed its own
+#    predictions, against the simplest baseline there is: *predict no change*;
+# 4. explain what the members' *disagreement* measures and how `ModelEnv` turns it into a
+#    pessimistic imagined cost (`kappa`) and into cut branches.
+#
+# The model (MBPO, Janner et al. 2019) maps a state and an action to a Gaussian over
+# $y = (s' - s,\ r,\ c)$: the *change* of the state, the reward and the cost. Predicting the
+# change rather than $s'$ itself makes "nothing happens" the natural starting point, which is
+# why predict-no-change is the baseline to beat.
+
+# %% tags=["parameters"]
+# ruff: noqa: E402
+import os
+
+SMOKE = os.environ.get("DYNACPPO_SMOKE", "0") == "1"  # CI runs every notebook with DYNACPPO_SMOKE=1
+SEED = 0
+# Full mode: the paper's task. Smoke mode: the pure-numpy toy task and small sizes (seconds).
+ENV_ID = "ToySpeedLimit-v0" if SMOKE else "SafetyPointGoal1-v0"
+N_TRAIN = 3_000 if SMOKE else 40_000  # real transitions to fit on
+N_TEST = 1_000 if SMOKE else 5_000  # fresh transitions to measure on
+HIDDEN = (64, 64) if SMOKE else (200, 200)  # per member (the trainer's default is (200, 200))
+MAX_EPOCHS = 15 if SMOKE else 100
+HORIZON = 10 if SMOKE else 30  # steps of the open-loop (compounding) test
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from dynacppo_lite import make_env
+from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
+from dynacppo_lite.exercises import check_one_step_error
+from dynacppo_lite.figures import figure_path
+from dynacppo_lite.plots import compounding_error, plot_compounding_error, plot_disagreement
+
+_ = torch.manual_seed(SEED)
+torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
+print(f"task: {ENV_ID}, smoke mode: {SMOKE}")
+
+# %% [markdown]
+# ## 1.1 Real transitions
+#
+# `make_env` returns a vector env (here of one copy) that steps with Safety-Gymnasium's
+# 6-tuple `(obs, reward, cost, terminated, truncated, info)`. We switch off its observation
+# normalisation: the model learns in raw units and normalises internally.
+#
+# One detail matters for every later notebook: gymnasium **auto-resets**. When an episode ends
+# at step $t$, the `obs` returned is already the first observation of the *next* episode; the
+# true $s_{t+1}$ is `info["final_observation"]`. A model trained on the pair
+# (last state, first state of the next episode) would learn teleportation.
+
+# %%
+def collect(env_id: str, steps: int, seed: int) -> dict[str, np.ndarray]:
+    """`steps` transitions under uniformly random actions (raw units)."""
+    env = make_env(env_id, num_envs=1, seed=seed, normalize_obs=False)
+    obs, _ = env.reset()
+    data = {k: [] for k in ("obs", "act", "rew", "cost", "next_obs", "done")}
+    for _ in range(steps):
+        act = env.action_space.sample()
+        nxt, rew, cost, term, trunc, info = env.step(act)
+        done = bool(term[0] or trunc[0])
+        true_next = info["final_observation"][0] if done else nxt[0]  # the autoreset trap
+        for key, value in zip(data, (obs[0], act[0], rew[0], cost[0], true_next, done), strict=True):
+            data[key].append(value)
+        obs = nxt
+    env.close()
+    return {k: np.asarray(v, dtype=bool if k == "done" else np.float32) for k, v in data.items()}
+
+
+train_data = collect(ENV_ID, N_TRAIN, SEED)
+test_data = collect(ENV_ID, N_TEST, SEED + 1)
+obs_dim, act_dim = train_data["obs"].shape[1], train_data["act"].shape[1]
+print(f"obs_dim={obs_dim}, act_dim={act_dim}, episodes ended: {int(train_data['done'].sum())}, "
+      f"cost rate {train_data['cost'].mean():.3f} per step")
+
+# %% [markdown]
+# ## 1.2 Fitting the ensemble
+#
+# `DynamicsEnsemble` holds $E$ members, each an MLP that outputs a mean and a log-variance for
+# every entry of $y$. All members train in one batched pass, each on its own bootstrap resample,
+# minimising the Gaussian negative log-likelihood. A random 20 % of the data is held out: after
+# every epoch each member keeps its best weights on it, and training stops when no member
+# improves (early stopping).
+
+# %%
+ensemble = DynamicsEnsemble(obs_dim, act_dim, ensemble_size=5, hidden=HIDDEN, seed=SEED)
+fit = ensemble.fit(train_data["obs"], train_data["act"], train_data["rew"], train_data["cost"],
+                   train_data["next_obs"], max_epochs=MAX_EPOCHS)
+print(f"{fit.epochs} epochs on {fit.n_train} transitions ({fit.n_holdout} held out); "
+      f"held-out MSE of the mean (original units): {fit.holdout_mse:.5f}")
+
+fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+ax[0].plot(fit.train_history)
+ax[0].set(xlabel="epoch", ylabel="NLL per dimension", title="training loss")
+ax[1].plot(fit.holdout_history, color="tab:orange")
+ax[1].set(xlabel="epoch", ylabel="MSE (normalised units)", title="held-out loss (early stopping)")
+fig.tight_layout()
+
+# %% [markdown]
+# ## 1.3 One-step error against predict-no-change
+#
+# `ensemble.one_step_loss` is the mean squared error of the ensemble-mean prediction of $y$ on
+# fresh transitions. Predict-no-change says $\hat s' = s$, $\hat r = \hat c = 0$, i.e.
+# $\hat y = 0$, so its error is simply $\mathrm{mean}(y^2)$. A ratio well below 1 means the
+# model learned something; we also split the error into its state, reward and cost parts.
+
+# %%
+model_mse = ensemble.one_step_loss(test_data["obs"], test_data["act"], test_data["rew"],
+                                   test_data["cost"], test_data["next_obs"])
+y = np.concatenate([test_data["next_obs"] - test_data["obs"], test_data["rew"][:, None],
+                    test_data["cost"][:, None]], 1)
+print(f"model one-step MSE {model_mse:.5f} vs predict-no-change {np.mean(y ** 2):.5f} "
+      f"(ratio {model_mse / np.mean(y ** 2):.3f})")
+
+mean, var = ensemble.predict(test_data["obs"], test_data["act"])  # (E, B, obs_dim + 2) each
+pred = mean.mean(0).numpy()
+for name, cols in (("state change", slice(0, obs_dim)), ("reward", obs_dim), ("cost", obs_dim + 1)):
+    err, base = np.mean((pred[:, cols] - y[:, cols]) ** 2), np.mean(y[:, cols] ** 2)
+    print(f"  {name:>12}: model {err:.5f}   no-change {base:.5f}")
+
+# %% [markdown]
+# ## 1.4 Compounding error
+#
+# An imagined branch feeds the model its own predictions: step $k$ starts from the model's
+# state after step $k - 1$, so errors compound. `plots.compounding_error` runs the ensemble
+# mean open-loop with the *real* actions from many start states and compares, $k$ steps ahead,
+# with the real state; the baseline keeps the start state. Each state dimension's squared error
+# is divided by that dimension's variance, so that a few large, noisy sensors (the accelerometer
+# of Safety-Gymnasium's robots) do not drown the rest. Where the model curve crosses the
+# baseline, imagined branches stop being better than assuming nothing happens: that is why
+# Dyna-CPPO (like MBPO) keeps branches short (`Config.model_horizon`).
+
+# %%
+model_err, base_err = compounding_error(ensemble, test_data["obs"], test_data["act"],
+                                        test_data["next_obs"], test_data["done"], HORIZON)
+fig, ax = plt.subplots(figsize=(5.5, 3.6))
+plot_compounding_error(model_err, base_err, ax=ax, title=f"compounding error, {ENV_ID}")
+print("model error grows by a factor", round(float(model_err[-1] / model_err[0]), 2),
+      f"over {HORIZON} steps")
+
+# %% [markdown]
+# ## 1.5 Disagreement, pessimistic cost and cut branches
+#
+# The members saw different bootstrap samples, so where data was plentiful they agree and where
+# it was scarce they disagree. `ModelEnv.step` reports, per sample, the **disagreement**: the
+# largest (over state dimensions) standard deviation of the members' predicted state changes,
+# in units of the typical state change. It uses the disagreement twice:
+#
+# * **pessimistic cost**: the imagined cost is $\max(0,\ \bar c + \kappa\, \sigma_c)$, the
+#   members' mean cost plus `kappa` times their spread, so the policy is not rewarded for
+#   driving into regions the model does not know;
+# * **cut branches**: where the disagreement exceeds `disagreement_threshold`, the step is
+#   marked truncated and the branch ends there (it bootstraps from the critic instead).
+#
+# Below, first on test states with their real actions, then with actions three times larger
+# than anything seen in training (off the data): disagreement should rise, and with it the
+# pessimistic cost. The last column is the share of branches `ModelEnv` would cut at the
+# trainer's threshold of 1 (often none for a single step; lower the threshold to see it bite).
+
+# %%
+start = torch.as_tensor(test_data["obs"])
+real_act = torch.as_tensor(test_data["act"])
+pred_next = start + mean.mean(0)[:, :obs_dim]
+true_err = ((pred_next.numpy() - test_data["next_obs"]) ** 2).mean(1)
+
+rows = []
+for label, act in (("real actions", real_act), ("3x larger actions", 3 * real_act)):
+    for kappa in (0.0, 1.0, 3.0):
+        model_env = ModelEnv(ensemble, kappa=kappa, disagreement_threshold=1.0,
+                             generator=torch.Generator().manual_seed(SEED))
+        model_env.reset(start)
+        _, _, cost, _, truncated, info = model_env.step(act)
+        rows.append((label, kappa, float(info["disagreement"].median()), float(cost.mean()),
+                     float(truncated.float().mean())))
+        if label == "real actions" and kappa == 1.0:
+            disagreement = info["disagreement"].numpy()
+
+print(f"real cost rate on these states: {test_data['cost'].mean():.3f}")
+print(f"{'actions':>18} {'kappa':>6} {'median disagr.':>15} {'imagined cost':>14} {'cut':>6}")
+for label, kappa, dis, cost, cut in rows:
+    print(f"{label:>18} {kappa:6.1f} {dis:15.3f} {cost:14.3f} {cut:6.1%}")
+
+fig, ax = plt.subplots(figsize=(5, 3.8))
+_ = plot_disagreement(disagreement, true_err, threshold=1.0, ax=ax)
+
+# %% [markdown]
+# Read the table row by row: with `kappa = 0` the imagined cost is the members' mean; raising
+# `kappa` can only raise it, and it raises it most where the members disagree, which is the
+# off-data rows. The trainer uses `Config.kappa = 1` and `Config.disagreement_threshold = 1`.
+#
+# A last picture for the figures folder (full mode only): both error views side by side.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+plot_compounding_error(model_err, base_err, ax=axes[0], title=f"compounding error, {ENV_ID}")
+plot_disagreement(disagreement, true_err, threshold=1.0, ax=axes[1])
+fig.tight_layout()
+if not SMOKE:
+    fig.savefig(figure_path("01_dynamics_errors.png"), dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Exercise: the one-step error, by hand
+#
+# Write `one_step_errors(obs, rew, cost, next_obs, pred)` that returns the pair
+# `(model_mse, baseline_mse)`:
+#
+# * `obs`, `next_obs`: `(B, obs_dim)`; `rew`, `cost`: `(B,)`;
+# * `pred`: `(B, obs_dim + 2)`, the ensemble-mean prediction of $y = (s' - s, r, c)$;
+# * `model_mse`: the mean over samples *and* the `obs_dim + 2` entries of $(\hat y - y)^2$,
+#   exactly what `DynamicsEnsemble.one_step_loss` reports;
+# * `baseline_mse`: the same for predict-no-change.
+#
+# `check_one_step_error` runs your function on several batches and prints a hint at the first
+# wrong one. The cell ships a working solution: replace it with your own and run the check.
+
+# %%
+# ----------------------------------------------------------------------------- YOUR CODE
+def one_step_errors(obs, rew, cost, next_obs, pred):
+    y = np.concatenate([next_obs - obs, rew[:, None], cost[:, None]], axis=1)
+    return float(np.mean((pred - y) ** 2)), float(np.mean(y ** 2))
+# ------------------------------------------------------------------------- END YOUR CODE
+
+
+result = check_one_step_error(one_step_errors)
+
+# %% [markdown]
+# Your function should agree with the library on the test set too:
+
+# %%
+mine = one_step_errors(test_data["obs"], test_data["rew"], test_data["cost"],
+                       test_data["next_obs"], pred)
+print(f"yours: model {mine[0]:.5f}, baseline {mine[1]:.5f}; library: {model_mse:.5f}")

@@ -1,0 +1,213 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Training runs: CPPO, PPO-Lagrangian and Dyna-CPPO side by side
+#
+# Notebooks 1-4 took one iteration apart. `dynacppo_lite.train.train(Config(...))` puts it
+# back together: collect, dual GAE, mode switch, [Dyna: fit the model, imagine branches],
+# E-step, M-step, critics, log. Here we run the three algorithms of the package with **the same
+# budget and the same seed** and compare them the way papers do: return and cost against
+# environment steps, with the cost limit drawn.
+#
+# **After this notebook you will be able to**
+#
+# 1. configure and launch complete runs of `cppo`, `ppo-lag` and `dyna-cppo` (on the GPU when
+#    there is one: `device="auto"`), and find everything a run writes in its run directory;
+# 2. read learning curves against the cost limit with `plots.plot_learning_curves`;
+# 3. look under the hood of each run: CPPO's recovery mode, PPO-Lag's multiplier, Dyna-CPPO's
+#    share of imagined samples;
+# 4. render a trained policy to a GIF on a machine without a display.
+#
+# **Smoke mode** (CI) trains each algorithm for a few thousand steps on the toy task: the curves
+# are short but every line of the notebook runs. **Full mode** trains on SafetyPointGoal1-v0
+# for 1M steps per run: count tens of minutes to a few hours per run depending on the machine.
+# Finished runs are reused and interrupted ones resumed when the notebook is run again.
+#
+# ## Headless rendering: EGL
+#
+# MuJoCo renders offscreen through one of three OpenGL back-ends chosen by `MUJOCO_GL`: `glfw`
+# (needs a display), `osmesa` (software, but the OSMesa library is **not installed** on these
+# machines, so it fails) and `egl`. We use **EGL** with `PYOPENGL_PLATFORM=egl`: Debian's
+# `libegl1`, `libegl-mesa0` and `libgl1-mesa-dri` provide Mesa's software EGL on a CPU-only
+# machine, and on a GPU machine the driver's EGL renders on the GPU. Both variables must be set
+# **before `mujoco` is first imported**, which is why they come first.
+
+# %%
+# ruff: noqa: E402
+import os
+
+for var in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):  # before anything imports mujoco
+    os.environ.setdefault(var, "egl")
+
+# %% tags=["parameters"]
+SMOKE = os.environ.get("DYNACPPO_SMOKE", "0") == "1"  # CI runs every notebook with DYNACPPO_SMOKE=1
+SEED = 0
+DEVICE = "auto"  # CUDA when present, else CPU
+RENDER_ENV = "SafetyPointGoal1-v0"  # what the GIF shows (the toy task has no renderer)
+GIF_STEPS = 8 if SMOKE else 400  # smoke: a few frames of an untrained policy, to test the pipeline
+
+# %%
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+
+from dynacppo_lite.exercises import check_run_summary
+from dynacppo_lite.figures import figure_path, project_root, render_policy_gif, training_configs
+from dynacppo_lite.plots import plot_learning_curves, plot_runs, run_cost_limit
+from dynacppo_lite.runlog import read_progress
+from dynacppo_lite.train import resolve_device, train
+
+scratch = Path(tempfile.gettempdir()) / "dynacppo_lite_nb05"  # smoke runs: rewritten each time
+shutil.rmtree(scratch, ignore_errors=True)
+LOG_DIR = scratch if SMOKE else project_root() / "runs" / "notebook05"
+print(f"device: {resolve_device(DEVICE)}; runs go to {LOG_DIR}")
+
+# %% [markdown]
+# ## 5.1 Three configurations, one budget
+#
+# A `Config` is one typed dataclass with a docstring per field; the run directory stores it as
+# `config.json`. `figures.training_configs` builds this notebook's three (the same ones
+# `make figures` looks for): they differ **only in `algo`**. The table shows the fields that
+# matter here; `Config.kl_budget` is the E-step's $\delta' = \mathrm{KL} / (2\ln 2 - 1)$.
+
+# %%
+configs = training_configs(SMOKE, LOG_DIR, seed=SEED, device=DEVICE)
+fields = ["algo", "env_id", "total_steps", "steps_per_iter", "num_envs", "seed", "device",
+          "pi_lr", "kl", "lower_clip", "v_lower_bound", "model_start_iter", "model_horizon",
+          "imagined_frac"]
+display(pd.DataFrame([{f: getattr(c, f) for f in fields} for c in configs]).set_index("algo").T)
+
+# %% [markdown]
+# ## 5.2 Train
+#
+# `train(cfg)` returns the run directory: `progress.csv` (one row per iteration), `log.txt`,
+# `config.json`, `checkpoint.pt` (every `checkpoint_every` iterations, written atomically) and
+# `policy_final.pt`. A finished run is reused; an interrupted one continues from its checkpoint
+# with `train(cfg, resume=run_dir)`.
+
+# %%
+runs = {}
+for cfg in configs:
+    run_dir = Path(cfg.log_dir) / cfg.run_name
+    t0 = time.perf_counter()
+    done = (run_dir / "policy_final.pt").is_file()
+    if done and json.loads((run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
+        print(f"{cfg.algo:>9}: reusing {run_dir}")
+    else:
+        resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
+        run_dir = train(cfg, resume=resume, progress=not SMOKE)
+        print(f"{cfg.algo:>9}: {cfg.total_steps} steps in {time.perf_counter() - t0:.1f} s")
+    runs[cfg.algo] = run_dir
+
+# %% [markdown]
+# ## 5.3 Learning curves against the cost limit
+#
+# `plots.plot_learning_curves` draws the mean episode return and cost of the episodes that ended
+# in each iteration, smoothed, with the task's cost limit dashed (25 per 1000-step episode for
+# Safety-Gymnasium; 10 per 50-step episode for the toy task). A safe-RL method should end with
+# its cost *under* the dashed line and, among those that do, the highest return.
+
+# %%
+fig = plot_learning_curves(list(runs.values()), smoothing=1 if SMOKE else 5, labels=list(runs))
+if not SMOKE:
+    fig.savefig(figure_path("05_learning_curves.png"), dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## 5.4 Under the hood
+#
+# Every iteration's row carries the diagnostics of its update. Three tell each algorithm's story:
+#
+# * **CPPO**: `mode` is `recovery` while the measured cost is above the limit (until it falls
+#   below `switch_ratio` times the limit), and `cost_margin` is the E-step's $d'$;
+# * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
+# * **Dyna-CPPO**: `imagined_frac` is the share of imagined samples in the batch, and
+#   `loss_dyn_holdout` the model's held-out error.
+
+# %%
+rows = []
+for algo, run in runs.items():
+    df = read_progress(run)
+    rows.append({"algo": algo, "iterations": len(df), "steps": int(df["step"].iloc[-1]),
+                 "wall time (s)": round(float(df["time_s"].iloc[-1]), 1),
+                 "steps/s": round(float(df["sps"].mean())),
+                 "recovery share": round(float((df["mode"] == "recovery").mean()), 2),
+                 "last lambda": df["lagrange"].iloc[-1],
+                 "imagined share": round(float(df["imagined_frac"].fillna(0).mean()), 3),
+                 "cost limit": run_cost_limit(run)})
+display(pd.DataFrame(rows).set_index("algo"))
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+plot_runs([runs["cppo"]], metrics=["cost_margin"], cost_limit=None, axes=[axes[0]], labels=["cppo"])
+plot_runs([runs["ppo-lag"]], metrics=["lagrange"], cost_limit=None, axes=[axes[1]], labels=["ppo-lag"])
+plot_runs([runs["dyna-cppo"]], metrics=["imagined_frac"], cost_limit=None, axes=[axes[2]],
+          labels=["dyna-cppo"])
+fig.tight_layout()
+
+# %% [markdown]
+# ## 5.5 The policy, rendered headless
+#
+# `figures.render_policy_gif` rebuilds the policy and observation normaliser from a run's
+# `policy_final.pt`, steps a `make_env(..., render_mode="rgb_array")` env with the mean action,
+# collects `env.call("render")` frames from the overhead `fixedfar` camera and writes a GIF with
+# imageio. In full mode it renders the trained CPPO policy. In smoke mode the policies were
+# trained on the toy task, which has no renderer, so it renders a few frames of an *untrained*
+# policy on SafetyPointGoal1 instead: enough to check that headless rendering works here
+# (a couple of seconds).
+
+# %%
+t0 = time.perf_counter()
+if SMOKE:
+    gif = render_policy_gif(scratch / "smoke.gif", None, env_id=RENDER_ENV,
+                            steps=GIF_STEPS, size=128)
+else:
+    gif = render_policy_gif(figure_path("05_policy.gif"), runs["cppo"] / "policy_final.pt",
+                            env_id=configs[0].env_id, steps=GIF_STEPS)
+print(f"{gif} ({gif.stat().st_size / 1e3:.0f} kB) in {time.perf_counter() - t0:.1f} s")
+display(Image(filename=str(gif)))
+
+# %% [markdown]
+# ## Exercise: summarise a run
+#
+# Tables in papers (and in this package's README) report the mean return and cost over the
+# **last 20 % of training**. Write `summarise(ep_return, ep_cost, cost_limit, tail=0.2)` that
+# takes a run's per-iteration columns and returns `(mean_return, mean_cost, satisfied)`, averaging
+# the last `max(1, int(len * tail))` iterations, with `satisfied` true when the mean cost is at
+# most the limit. `check_run_summary` tests it on made-up runs (including one whose cost sits
+# exactly on the limit); a working solution ships in the cell. Then we apply it to our runs.
+
+# %%
+# ----------------------------------------------------------------------------- YOUR CODE
+def summarise(ep_return, ep_cost, cost_limit, tail=0.2):
+    k = max(1, int(len(ep_return) * tail))
+    mean_return, mean_cost = float(ep_return[-k:].mean()), float(ep_cost[-k:].mean())
+    return mean_return, mean_cost, mean_cost <= cost_limit
+# ------------------------------------------------------------------------- END YOUR CODE
+
+
+result = check_run_summary(summarise)
+
+# %%
+for algo, run in runs.items():
+    df = read_progress(run)
+    ret, cost, ok = summarise(df["ep_return"].to_numpy(), df["ep_cost"].to_numpy(), run_cost_limit(run))
+    print(f"{algo:>9}: return {ret:7.2f}, cost {cost:6.2f} -> {'meets' if ok else 'violates'} "
+          f"the limit {run_cost_limit(run):g}")
