@@ -93,7 +93,8 @@ def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_config_rejects_bad_values():
     for kw, msg in [({"cost_limit": -1.0}, "cost_limit"), ({"algo": "trpo"}, "algo"),
-                    ({"kl": 0.0}, "kl"), ({"v_lower_bound": 1.0}, "v_lower_bound")]:
+                    ({"kl": 0.0}, "kl"), ({"v_lower_bound": 1.0}, "v_lower_bound"),
+                    ({"lower_clip": 1.0}, "lower_clip")]:
         with pytest.raises(ValueError, match=msg):
             Config(**kw).validate()
     assert Config().kl_budget == pytest.approx(0.02 / (2 * np.log(2) - 1))
