@@ -32,9 +32,9 @@ lint: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
-# The README's main job: CPPO on SafetyPointGoal1-v0 (cost limit 25), then its learning curve.
+# The README's main job: CPPO on SafetyPointCircle1-v0 (cost limit 25), then its learning curve.
 # An interrupted run continues from its last checkpoint when `make train` is run again.
-TRAIN_RUN := runs/readme_cppo_PointGoal1
+TRAIN_RUN := runs/readme_cppo_PointCircle1
 train: setup
 	$(BIN)/python -m dynacppo_lite train --preset readme --log-dir runs \
 		$$(test -f $(TRAIN_RUN)/checkpoint.pt && echo --resume $(TRAIN_RUN)) \

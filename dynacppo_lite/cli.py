@@ -11,8 +11,8 @@ from dynacppo_lite.config import ALGOS, DEVICES, Config
 
 #: Named training set-ups. ``readme`` is what ``make train`` runs (see README).
 TRAIN_PRESETS: dict[str, dict] = {
-    "readme": dict(algo="cppo", env_id="SafetyPointGoal1-v0", total_steps=600_000, num_envs=2,
-                   steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointGoal1"),
+    "readme": dict(algo="cppo", env_id="SafetyPointCircle1-v0", total_steps=1_000_000, num_envs=2,
+                   steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointCircle1"),
     "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
                   steps_per_iter=1_000, run_name="smoke_cppo_toy"),
 }
