@@ -146,23 +146,15 @@ def pretrained_rollout(env_id: str = SMOKE_ENV, pretrain_steps: int = 5_000, ste
     GAE: (config, rollout, gae), as notebook 2 builds them."""
     import torch
 
-    from dynacppo_lite import make_env
     from dynacppo_lite.config import Config
     from dynacppo_lite.gae import dual_gae
-    from dynacppo_lite.nets import ActorCritic
     from dynacppo_lite.rollout import Collector
-    from dynacppo_lite.runlog import load_checkpoint
-    from dynacppo_lite.train import train
+    from dynacppo_lite.train import load_trained, train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(algo="cppo", env_id=env_id, seed=seed, total_steps=pretrain_steps, num_envs=1,
                      steps_per_iter=1_000, pi_lr=3e-3, log_dir=tmp, run_name="pretrain", device="cpu")
-        ckpt = load_checkpoint(train(cfg) / "checkpoint.pt")
-    envs = make_env(env_id, num_envs=1, seed=seed + 100)
-    envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
-    agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
-                        cfg.hidden)
-    agent.load_state_dict(ckpt["agent"])
+        cfg, envs, agent = load_trained(train(cfg), seed=seed + 100)
     ro = Collector(envs, agent, torch.device("cpu"), seed=seed + 100).collect(steps)
     envs.close()
     adv = dual_gae(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r, ro.next_values_c,

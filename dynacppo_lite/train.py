@@ -338,3 +338,18 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Fal
           callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Train with ``config`` (or continue the run in ``resume``); returns the run directory."""
     return Trainer(config, resume=resume).run(progress=progress, callback=callback)
+
+
+def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
+                 render_mode: str | None = None) -> tuple[Config, Any, ActorCritic]:
+    """A run's agent from its ``checkpoint.pt``, and a fresh env that scales observations with
+    the run's normaliser statistics: ``(config, envs, agent)``; the caller closes ``envs``."""
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    cfg = Config.from_dict(ckpt["config"])
+    envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
+                    max_episode_steps=cfg.max_episode_steps)
+    envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
+                        cfg.hidden, cfg.init_log_std)
+    agent.load_state_dict(ckpt["agent"])
+    return cfg, envs, agent

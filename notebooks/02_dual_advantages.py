@@ -57,16 +57,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from dynacppo_lite import make_env
 from dynacppo_lite.config import Config
 from dynacppo_lite.exercises import check_gae
 from dynacppo_lite.figures import figure_path, project_root
 from dynacppo_lite.gae import dual_gae, gae
-from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.plots import plot_advantage_scatter, plot_gae_series
 from dynacppo_lite.rollout import Collector
-from dynacppo_lite.runlog import load_checkpoint
-from dynacppo_lite.train import train
+from dynacppo_lite.train import load_trained, train
 
 _ = torch.manual_seed(SEED)
 torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
@@ -150,13 +147,8 @@ cfg = Config(algo="cppo", env_id=ENV_ID, seed=SEED, total_steps=PRETRAIN_STEPS, 
 run_dir = Path(log_dir) / "pretrain"
 if not (run_dir / "checkpoint.pt").exists():
     run_dir = train(cfg)
-ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-
-envs = make_env(ENV_ID, num_envs=NUM_ENVS, seed=SEED + 100)
-envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})  # the run's normaliser
-obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-agent = ActorCritic(obs_dim, act_dim, cfg.hidden)
-agent.load_state_dict(ckpt["agent"])
+# `load_trained` rebuilds the run's agent and a fresh env that uses the run's normaliser.
+_, envs, agent = load_trained(run_dir, num_envs=NUM_ENVS, seed=SEED + 100)
 
 rollout = Collector(envs, agent, torch.device("cpu"), seed=SEED + 100).collect(ROLLOUT_STEPS)
 envs.close()

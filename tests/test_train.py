@@ -127,3 +127,16 @@ def test_cli_trains_and_prints_run_dir(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "run directory:" in out.stdout and (tmp_path / "curve.png").is_file()
+
+
+def test_load_trained_restores_agent_and_normaliser(tmp_path):
+    from dynacppo_lite.train import load_trained
+
+    trainer = Trainer(toy_config(tmp_path, total_steps=2_000, run_name="lt"))
+    run = trainer.run()
+    cfg, envs, agent = load_trained(run, seed=3)
+    assert cfg.env_id == TOY_ENV_ID
+    for name, tensor in trainer.agent.state_dict().items():
+        assert torch.equal(agent.state_dict()[name], tensor)
+    np.testing.assert_array_equal(envs.obs_rms.mean, trainer.envs.obs_rms.mean)
+    envs.close()
