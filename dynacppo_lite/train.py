@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +67,6 @@ class Batch:
 
     def cat(self, other: Batch) -> Batch:
         return Batch(**{k: torch.cat([getattr(self, k), getattr(other, k)]) for k in self.__dict__})
-
-
-@dataclass
-class IterStats:
-    """What one update measured (becomes part of the CSV row)."""
-
-    values: dict[str, Any] = field(default_factory=dict)
 
 
 def _minibatches(n: int, num: int, gen: torch.Generator, device: torch.device):
