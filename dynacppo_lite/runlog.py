@@ -3,7 +3,10 @@
 A run directory ``<log_dir>/<run_name>/`` holds
 
 * ``config.json``: the :class:`~dynacppo_lite.config.Config` of the run;
-* ``progress.csv``: one row per iteration (flushed as it is written);
+* ``progress.csv``: one row per iteration (flushed as it is written). ``ep_*`` are means over
+  the real episodes that ended in the iteration (the last value is carried when none ended);
+  ``kl`` is the approximate KL of the updated policy on the batch; ``imagined_frac`` is imagined
+  samples over all samples of the batch; ``t_*`` are seconds per phase;
 * ``log.txt``: the same numbers as human-readable lines;
 * ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
   leaves the previous checkpoint intact);
