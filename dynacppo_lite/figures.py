@@ -258,27 +258,11 @@ def fig_estep_cases(n: int = 256, kl_budget: float = 0.0518, lower_bound: float 
 
 def fig_estep_clipping(n: int = 256, kl_budget: float = 0.2, seed: int = 2):
     """03: Algorithm 1's clipping passes and objective, heuristic vs exact, over the bound."""
-    import matplotlib.pyplot as plt
-
-    from dynacppo_lite.estep import solve_estep
-    from dynacppo_lite.plots import synthetic_advantages
+    from dynacppo_lite.plots import plot_clipping_sweep, synthetic_advantages
 
     a, c = synthetic_advantages(n, 0.6, seed)
     a = np.sign(a) * np.abs(a) ** 2  # heavy tails: many entries hit the bound
-    bounds = np.linspace(0.0, 0.9, 19)
-    rows = {m: [solve_estep(a, c, cost_margin=0.0, kl_budget=kl_budget, lower_bound=b, method=m)
-                for b in bounds] for m in ("exact", "heuristic")}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for m, res in rows.items():
-        axes[0].plot(bounds, [r.clip_passes for r in res], marker="o", label=m)
-        axes[1].plot(bounds, [r.objective for r in res], marker="o", label=m)
-    axes[0].set(xlabel="lower bound on v", ylabel="clipping passes", title="re-solves after clipping")
-    axes[1].set(xlabel="lower bound on v", ylabel="mean(v A)", title="objective reached")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    return fig
+    return plot_clipping_sweep(a, c, kl_budget=kl_budget, bounds=np.linspace(0.0, 0.9, 19))
 
 
 def fig_mstep(lower_clip: float = 0.6, targets: tuple[float, ...] = (0.3, 1.5)):

@@ -216,6 +216,27 @@ def plot_estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float
     return ax
 
 
+def plot_clipping_sweep(adv_r: np.ndarray, adv_c: np.ndarray, *, kl_budget: float,
+                        bounds: np.ndarray, cost_margin: float = 0.0) -> plt.Figure:
+    """Algorithm 1's clipping passes and the objective reached, heuristic vs exact, as the
+    lower bound on v rises (adv_r, adv_c: (N,))."""
+    from dynacppo_lite.estep import solve_estep
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method in ("exact", "heuristic"):
+        res = [solve_estep(adv_r, adv_c, cost_margin=cost_margin, kl_budget=kl_budget,
+                           lower_bound=b, method=method) for b in bounds]
+        axes[0].plot(bounds, [r.clip_passes for r in res], marker="o", label=method)
+        axes[1].plot(bounds, [r.objective for r in res], marker="o", label=method)
+    axes[0].set(xlabel="lower bound b on v", ylabel="clipping passes", title="re-solves after clipping")
+    axes[1].set(xlabel="lower bound b on v", ylabel="mean(v A)", title="objective reached")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def plot_v_histogram(v: np.ndarray, lower_bound: float, ax: plt.Axes | None = None,
                      label: str | None = None, bins: int = 40) -> plt.Axes:
     """Histogram of the E-step targets v with the element-wise lower bound drawn."""

@@ -63,7 +63,13 @@ from dynacppo_lite.config import Config
 from dynacppo_lite.estep import solve_estep
 from dynacppo_lite.exercises import check_estep_case
 from dynacppo_lite.figures import figure_path
-from dynacppo_lite.plots import estep_plane, plot_estep_plane, plot_v_histogram, synthetic_advantages
+from dynacppo_lite.plots import (
+    estep_plane,
+    plot_clipping_sweep,
+    plot_estep_plane,
+    plot_v_histogram,
+    synthetic_advantages,
+)
 
 assert abs(KL_BUDGET - Config().kl_budget) < 1e-12
 
@@ -210,18 +216,7 @@ print(f"{len(gaps)} batches: heuristic below the exact optimum by > 1e-6 in {np.
 
 # %%
 bounds = np.linspace(0.0, 0.9, 10 if SMOKE else 19)
-sweep = {m: [solve_estep(a_heavy, c_heavy, cost_margin=0.0, kl_budget=big_kl, lower_bound=b, method=m)
-             for b in bounds] for m in ("exact", "heuristic")}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for m, res in sweep.items():
-    axes[0].plot(bounds, [r.clip_passes for r in res], marker="o", label=m)
-    axes[1].plot(bounds, [r.objective for r in res], marker="o", label=m)
-axes[0].set(xlabel="lower bound b", ylabel="clipping passes", title="re-solves after clipping")
-axes[1].set(xlabel="lower bound b", ylabel="mean(v A)", title="objective reached")
-for ax in axes:
-    ax.grid(alpha=0.3)
-    ax.legend()
-fig.tight_layout()
+fig = plot_clipping_sweep(a_heavy, c_heavy, kl_budget=big_kl, bounds=bounds)
 if not SMOKE:
     fig.savefig(figure_path("03_estep_clipping.png"), dpi=120, bbox_inches="tight")
 
