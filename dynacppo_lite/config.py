@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ALGOS = ("cppo", "ppo-lag", "dyna-cppo")
@@ -132,9 +132,6 @@ class Config:
     """Cut a branch where the ensemble's disagreement (normalised units) exceeds this."""
     imagined_critics: bool = True
     """Train the critics on imagined samples too."""
-
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the run (e.g. the preset name)."""
 
     @property
     def kl_budget(self) -> float:
