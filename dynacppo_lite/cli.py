@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from dynacppo_lite.config import ALGOS, DEVICES, Config
 
@@ -36,6 +38,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--figure", metavar="PNG", help="write the learning curve to this file at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any Config field, e.g. --set pi_lr=3e-4 --set cost_control=bang-bang")
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -44,7 +48,39 @@ def _config_from_args(args: argparse.Namespace) -> Config:
                 "log_dir", "run_name", "cost_limit"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    values.update(parse_overrides(args.overrides))
     return Config(**values).validate()
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["pi_lr=3e-4", "hidden=64,64"]`` -> typed Config values (one-line errors on bad input)."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a Config field "
+                             f"(e.g. pi_lr=3e-4)")
+        kind = str(fields[key].type)  # the annotation, e.g. "float | None"
+        try:
+            if text.lower() == "none" and "None" in kind:
+                out[key] = None
+            elif kind.startswith("bool"):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1")
+            elif kind.startswith("tuple"):
+                out[key] = tuple(int(x) for x in text.split(","))
+            elif kind.startswith("float"):
+                out[key] = float(text)
+            elif kind.startswith("int"):
+                out[key] = int(text)
+            else:
+                out[key] = text
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {text!r} is not a valid value for {key} "
+                             f"({kind})") from None
+    return out
 
 
 def _run_train(args: argparse.Namespace) -> int:

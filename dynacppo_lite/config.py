@@ -13,6 +13,7 @@ from typing import Any
 
 ALGOS = ("cppo", "ppo-lag", "dyna-cppo")
 DEVICES = ("auto", "cpu", "cuda")
+COST_CONTROLS = ("pid", "margin", "bang-bang")
 
 
 @dataclass
@@ -94,14 +95,40 @@ class Config:
     """M-step lower ratio clip at the end of the run."""
     beta: float = 0.3
     """Recovery M-step mixing weight (paper appendix C.2: 0.3)."""
+    cost_control: str = "pid"
+    """How CPPO steers cost. ``pid``: a PI controller on the windowed cost sets the E-step's
+    margin (``cost_control.py``); recovery where it saturates. ``margin``: the paper's margin
+    (d - J_c) / L, taken at the step the M-step realises (``realised_radius``); recovery only
+    where that is infeasible. ``bang-bang``: the paper's switch (Fig. 2) on that margin:
+    recovery while J_c > d until J_c < switch_ratio * d."""
+    pid_ki: float = 0.05
+    """``pid``: integral gain (change of the margin fraction u per iteration per unit of
+    relative violation (d - J_c) / d)."""
+    pid_kp: float = 0.0
+    """``pid``: proportional gain."""
     switch_ratio: float = 0.8
-    """Hysteresis: recovery starts when episode cost > d and ends when it is < ratio * d."""
+    """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
+    realised_radius: bool = True
+    """Divide the E-step's cost margin by the M-step's measured reach (the slope of r - 1 on
+    v - 1, averaged over iterations), so that the cost constraint holds for the step the policy
+    actually takes rather than for the full trust-region radius (it takes 5-30% of it)."""
+    reach_init: float = 0.2
+    """Reach assumed before the first M-step has been measured."""
+    reach_smoothing: float = 0.8
+    """Weight of the previous reach estimate in its moving average (0: last iteration only)."""
+    reach_min: float = 0.05
+    """Lower bound on the reach estimate (it divides the margin)."""
+    cost_window: int = 20
+    """Finished episodes in the cost estimate J_c that the E-step margin, the switch and the
+    Lagrange multiplier steer by (OmniSafe averages the episodes of a 20,000-step epoch)."""
 
     # --- PPO-Lagrangian ---
     clip_ratio: float = 0.2
     """PPO's clip range (both sides)."""
-    lagrangian_lr: float = 0.035
-    """Adam learning rate of the Lagrange multiplier (OmniSafe's default)."""
+    lagrangian_lr: float = 0.007
+    """Adam learning rate of the Lagrange multiplier. OmniSafe uses 0.035 once per 20,000-step
+    epoch; this package updates once per 4,000-step iteration, so 0.035 * 4000 / 20000 keeps
+    the multiplier's speed per environment step."""
     lagrangian_init: float = 0.0
     """Initial Lagrange multiplier."""
 
@@ -157,6 +184,13 @@ class Config:
              "lower_clip and lower_clip_final must be in (0, 1)"),
             (0 <= self.beta <= 1, f"beta must be in [0, 1], got {self.beta}"),
             (0 < self.switch_ratio <= 1, f"switch_ratio must be in (0, 1], got {self.switch_ratio}"),
+            (self.cost_control in COST_CONTROLS,
+             f"cost_control must be one of {COST_CONTROLS}, got {self.cost_control!r}"),
+            (0 < self.reach_min <= self.reach_init <= 1,
+             f"need 0 < reach_min <= reach_init <= 1, got {self.reach_min} and {self.reach_init}"),
+            (0 <= self.reach_smoothing < 1, f"reach_smoothing must be in [0, 1), got {self.reach_smoothing}"),
+            (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
+            (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
             (self.update_epochs >= 1 and self.num_minibatches >= 1,
              "update_epochs and num_minibatches must be >= 1"),

@@ -6,9 +6,16 @@ import torch
 
 
 def lagrangian_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor, lagrange: float) -> torch.Tensor:
-    """(A_r - lambda A_c) / (1 + lambda), normalised to mean 0, std 1 over the batch: (N,)."""
-    adv = (adv_r - lagrange * adv_c) / (1.0 + lagrange)
-    return (adv - adv.mean()) / (adv.std() + 1e-8)
+    """(A_r' - lambda A_c') / (1 + lambda) over the batch: (N,), as OmniSafe's PPOLag mixes them.
+
+    A_r' is A_r standardised (mean 0, std 1); A_c' is A_c centred but *not* scaled, and the mix
+    is not standardised again. Standardising the mix instead would hand the policy whichever
+    signal has the larger spread: on the Goal tasks std(A_c) is 10-30x std(A_r), so once lambda
+    passed ~0.05 the reward would vanish from the update.
+    """
+    adv_r = (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8)
+    adv_c = adv_c - adv_c.mean()
+    return (adv_r - lagrange * adv_c) / (1.0 + lagrange)
 
 
 def ppo_clip_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor,

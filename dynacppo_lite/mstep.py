@@ -65,6 +65,23 @@ def mstep_diagnostics(logp_new: torch.Tensor, logp_old: torch.Tensor, *,
                 "ratio_mean": float(ratio.mean())}
 
 
+def realised_fraction(ratio: torch.Tensor, v_target: torch.Tensor) -> tuple[float, float]:
+    """How much of the E-step's step the M-step took: (slope, correlation) of r - 1 on v - 1.
+
+    ``slope`` = cov(r, v) / var(v): 1 when the policy moved exactly to v, 0.1 when it moved a
+    tenth of the way along it (the part of r that does not follow v is noise to this fit).
+    Both are 0 for a constant v. Inputs (N,).
+    """
+    with torch.no_grad():
+        x = v_target.double() - v_target.double().mean()
+        y = ratio.double() - ratio.double().mean()
+        xx, yy = float(x @ x), float(y @ y)
+        if xx <= 0.0:
+            return 0.0, 0.0
+        xy = float(x @ y)
+        return xy / xx, (xy / (xx * yy) ** 0.5 if yy > 0.0 else 0.0)
+
+
 def _ratio(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
            lower_clip: float) -> torch.Tensor:
     """r = exp(logp_new - logp_old), after checking shapes (B,) and the clip."""

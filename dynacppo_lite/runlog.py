@@ -31,8 +31,10 @@ import torch
 from dynacppo_lite.config import Config
 
 CSV_COLUMNS = [
-    "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_margin",
-    "kl", "clip_frac", "ratio_mean", "estep_angle", "estep_feasible", "lagrange", "loss_pi",
+    "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
+    "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change", "kl",
+    "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
+    "estep_feasible", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
     "loss_dyn_holdout", "imagined_frac", "imagined_cost_rate", "branch_len_mean", "sps",
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
@@ -125,9 +127,12 @@ class RunLog:
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k, "")) for k in CSV_COLUMNS])
         line = (f"iter {row['iteration']:5d} | step {row['step']:9d} | return {row['ep_return']:9.3f}"
-                f" | cost {row['ep_cost']:8.3f} | mode {row['mode']:8s} | kl {row['kl']:.4f}"
+                f" | cost {row['ep_cost']:8.3f} | est {row['cost_est']:6.1f} +- {row['cost_est_se']:5.1f}"
+                f" | mode {row['mode']:8s} | kl {row['kl']:.4f}"
                 f" | loss_pi {row['loss_pi']:.4f} | loss_vr {row['loss_vr']:.4f}"
                 f" | loss_vc {row['loss_vc']:.4f} | {row['sps']:.0f} steps/s")
+        if "reach" in row:
+            line += f" | reach {row['reach']:.2f}"
         if row.get("loss_dyn_holdout", "") != "":
             line += (f" | dyn {row['loss_dyn_train']:.4f}/{row['loss_dyn_holdout']:.4f}"
                      f" | imagined {row['imagined_frac']:.2f}")

@@ -30,11 +30,13 @@ import numpy as np
 import torch
 
 from dynacppo_lite.config import Config
+from dynacppo_lite.cost_control import MarginController, margin_from_fraction
+from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import default_cost_limit, make_env
 from dynacppo_lite.estep import solve_estep
 from dynacppo_lite.gae import dual_gae
 from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
-from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, recovery_mstep_loss
+from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, realised_fraction, recovery_mstep_loss
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.rollout import Collector
 from dynacppo_lite.runlog import CheckpointError, RunLog, load_checkpoint, rng_state, set_rng_state
@@ -88,16 +90,22 @@ def update_critics(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
             loss_c = 0.5 * (agent.v_c(batch.obs[i]) - batch.ret_c[i]).pow(2).mean()
             opt.zero_grad()
             (loss_r + loss_c).backward()
-            torch.nn.utils.clip_grad_norm_([*agent.v_r.parameters(), *agent.v_c.parameters()],
-                                           cfg.max_grad_norm)
+            # Clipped one critic at a time: the cost critic's much larger loss would otherwise
+            # set the clip for both and starve the reward critic (OmniSafe clips them apart).
+            torch.nn.utils.clip_grad_norm_(agent.v_r.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(agent.v_c.parameters(), cfg.max_grad_norm)
             opt.step()
     return float(loss_r.detach()), float(loss_c.detach())
 
 
 def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: Config,
-                  lower_clip: float, gen: torch.Generator) -> dict[str, float]:
-    """Epochs of minibatches on ``loss_fn(logp_new, idx)``; early stop on approx KL."""
+                  lower_clip: float, gen: torch.Generator,
+                  v_target: torch.Tensor | None = None) -> dict[str, float]:
+    """Epochs of minibatches on ``loss_fn(logp_new, idx)``; early stop on approx KL.
+
+    With the E-step's ``v_target`` (N,), also reports how far the policy followed it: ``reach``
+    and ``reach_corr``, the slope and correlation of r - 1 on v - 1 (``realised_fraction``)."""
     n = len(batch.logp)
     loss = torch.zeros(())
     epochs_run = 0
@@ -119,8 +127,11 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     with torch.no_grad():
         logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
     diag = mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)
-    return {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
-            "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
+    out = {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
+           "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
+    if v_target is not None:
+        out["reach"], out["reach_corr"] = realised_fraction((logp_all - batch.logp).exp(), v_target)
+    return out
 
 
 class Trainer:
@@ -163,6 +174,9 @@ class Trainer:
 
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
+        self.cost = CostEstimate(cfg.cost_window)
+        self.reach = cfg.reach_init
+        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp)
         self.start_iter = 0
         self.elapsed = 0.0
         if resume is not None:
@@ -184,6 +198,8 @@ class Trainer:
             "agent": self.agent.state_dict(), "pi_opt": self.pi_opt.state_dict(),
             "vf_opt": self.vf_opt.state_dict(), "lagrange": self.lagrange.state_dict(),
             "mode": self.switch.mode, "last_ep": list(self.last_ep), "rng": rng_state(),
+            "cost_estimate": self.cost.state_dict(), "reach": self.reach,
+            "controller": self.controller.integral,
             "gen": self.gen.get_state(),
             "obs_norm": {k: torch.as_tensor(v) for k, v in self.envs.state_dict().items()},
         }
@@ -200,6 +216,9 @@ class Trainer:
             self.envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
             self.switch.mode = ckpt["mode"]
             self.last_ep = tuple(ckpt["last_ep"])
+            self.cost.load_state_dict(ckpt["cost_estimate"])
+            self.reach = float(ckpt["reach"])
+            self.controller.integral = float(ckpt["controller"])
             set_rng_state(ckpt["rng"])
             self.gen.set_state(ckpt["gen"])
             if self.dyna is not None:
@@ -222,11 +241,22 @@ class Trainer:
 
         ro = self.collector.collect(self.steps_per_env)
         t_collect = time.perf_counter()
+        fresh = self.cost.update(ro.episodes)
         if ro.episodes:
             self.last_ep = tuple(float(np.mean(x)) for x in zip(*ro.episodes, strict=True))
         ep_ret, ep_cost, ep_len = self.last_ep
-        cost_margin = (self.cost_limit - ep_cost) / max(ep_len, 1.0)
-        mode = self.switch.update(ep_cost) if cfg.algo != "ppo-lag" else "lagrange"
+        # Control steers by the windowed estimate, never by this iteration's few episodes.
+        cost_est = self.cost.cost
+        cost_margin = (self.cost_limit - cost_est) / max(self.cost.length, 1.0)
+        if cfg.algo == "ppo-lag":
+            mode = "lagrange"
+        elif cfg.cost_control == "bang-bang":
+            mode = self.switch.update(cost_est)
+        else:
+            mode = "normal"  # the E-step turns to recovery where the margin cannot be met
+        u = self.controller.update(cost_est, self.cost_limit, fresh) if cfg.cost_control == "pid" else None
+        if u is not None and u <= -1.0:
+            mode = "recovery"  # the controller saturated: only cost descent is left
 
         adv = dual_gae(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r,
                        ro.next_values_c, ro.terminated, ro.truncated, gamma=cfg.gamma, lam=cfg.lam,
@@ -250,8 +280,10 @@ class Trainer:
                     batch = batch.cat(imagined)
         t_e0 = time.perf_counter()
 
+        v = None
         if cfg.algo == "ppo-lag":
-            lagrange = self.lagrange.update(ep_cost)
+            # An iteration with no finished episode brings no new evidence: lambda stays.
+            lagrange = self.lagrange.update(cost_est) if fresh else self.lagrange.value
             adv_pi = lagrangian_advantage(batch.adv_r, batch.adv_c, lagrange)
             t_e1 = time.perf_counter()
 
@@ -260,13 +292,22 @@ class Trainer:
 
             row.update(lagrange=lagrange)
         else:
-            est = solve_estep(batch.adv_r.double().cpu().numpy(), batch.adv_c.double().cpu().numpy(),
-                              cost_margin=cost_margin, kl_budget=cfg.kl_budget,
+            # The M-step realises only a fraction (reach) of the E-step's step, and the cost
+            # change scales with it: ask for margin / reach at the full radius.
+            adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
+            if u is not None:
+                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
+            else:
+                estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
+            est = solve_estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=cfg.kl_budget,
                               lower_bound=cfg.v_lower_bound, method=cfg.estep_method,
                               recovery=mode == "recovery")
             t_e1 = time.perf_counter()
+            mode = est.mode
             v = torch.as_tensor(est.v, dtype=torch.float32, device=self.device)
-            row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible))
+            row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
+                       estep_margin=estep_margin, estep_cost_change=est.cost_change,
+                       reach_est=self.reach, margin_u=u)
             if mode == "recovery":
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
                     return recovery_mstep_loss(logp_new, batch.logp[mb], v[mb], batch.adv_c[mb],
@@ -275,14 +316,18 @@ class Trainer:
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
                     return mstep_loss(logp_new, batch.logp[mb], v[mb], lower_clip=lower_clip)
 
-        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen)
+        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v)
         t_m = time.perf_counter()
+        if "reach" in pi_stats:
+            measured = min(max(pi_stats["reach"], cfg.reach_min), 1.0)
+            self.reach = cfg.reach_smoothing * self.reach + (1.0 - cfg.reach_smoothing) * measured
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, batch, cfg, self.gen)
         t_end = time.perf_counter()
         self.elapsed += t_end - t0
         row.update(
             step=(it + 1) * n_real, iteration=it, ep_return=ep_ret, ep_cost=ep_cost, ep_len=ep_len,
-            episodes=len(ro.episodes), mode=mode, cost_margin=cost_margin, loss_vr=loss_vr,
+            episodes=len(ro.episodes), mode=mode, cost_est=cost_est, cost_est_se=self.cost.cost_se,
+            cost_est_n=self.cost.count, cost_margin=cost_margin, loss_vr=loss_vr,
             loss_vc=loss_vc, pi_lr=pi_lr, lower_clip=lower_clip, sps=n_real / (t_end - t0),
             time_s=self.elapsed, t_estep=t_e1 - t_e0, t_mstep=t_m - t_e1, t_critics=t_end - t_m,
             t_env=self.collector.time_env, t_infer=self.collector.time_infer, **times, **pi_stats,

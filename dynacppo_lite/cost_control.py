@@ -1,0 +1,54 @@
+"""How CPPO turns the measured episode cost into the E-step's cost margin: a PI controller.
+
+The paper's margin d' = (1 - gamma)(d - J_c) asks one E-step to remove the whole violation, at
+the full trust-region radius, through a first-order cost model. On the Goal tasks that model is
+weak (the M-step follows the E-step's target with a slope of about 0.1 and a correlation of
+about 0.3, and A_c is noisy), and the paper's bang-bang switch then alternates between "ignore
+cost" and "ignore reward". :class:`MarginController` instead sets the margin by integral
+control on the measured violation, the idea of OmniSafe's PID-Lagrangian (Stooke et al. 2020)
+applied to the E-step's cost constraint rather than to a multiplier.
+
+Its output u is the margin in units of the largest cost change the trust region allows,
+
+    cost_margin = u * sqrt(2 kl_budget) * std(A_c),        u in [-1, 1],
+
+so u = 1 leaves the pure reward direction feasible on any batch (no constraint), u = 0 asks for
+no predicted cost increase, and u = -1 admits only pure cost descent (-A_c): at that saturation
+the trainer asks the E-step for the recovery rule (section 3.2.2). The error
+e = (d - J_c) / max(d, 1) is clipped to [-2, 1] so one bad estimate cannot slam u to the bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class MarginController:
+    """u = clip(I + kp e, -1, 1) with I <- clip(I + ki e, -1, 1) on each fresh cost estimate."""
+
+    ki: float
+    """Integral gain: change of u per fresh iteration per unit of relative violation."""
+    kp: float = 0.0
+    """Proportional gain (damps the integral's overshoot; noisy estimates argue for little)."""
+    integral: float = 1.0
+    """The integral state I; 1 = unconstrained, where a run starts."""
+
+    def update(self, cost_estimate: float, cost_limit: float, fresh: bool) -> float:
+        """Feed the windowed episode cost J_c; returns u for this iteration's E-step."""
+        error = float(np.clip((cost_limit - cost_estimate) / max(cost_limit, 1.0), -2.0, 1.0))
+        if fresh:  # an iteration without finished episodes adds no evidence to integrate
+            self.integral = float(np.clip(self.integral + self.ki * error, -1.0, 1.0))
+        return float(np.clip(self.integral + self.kp * error, -1.0, 1.0))
+
+
+def margin_from_fraction(u: float, adv_c: np.ndarray, kl_budget: float) -> float:
+    """The E-step cost margin for controller output ``u``: u * sqrt(2 kl_budget) * std(A_c).
+
+    sqrt(2 kl_budget) * std(A_c) = R |A_c - mean A_c| / N is the largest |mean((v - 1) A_c)| on
+    the trust-region sphere |v - 1|^2 = R^2 = 2 N kl_budget. ``adv_c``: (N,).
+    """
+    return u * math.sqrt(2.0 * kl_budget) * float(np.std(adv_c))
