@@ -7,15 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from dynacppo_lite.config import ALGOS, DEVICES, Config
-
-#: Named training set-ups. ``readme`` is what ``make train`` runs (see README).
-TRAIN_PRESETS: dict[str, dict] = {
-    "readme": dict(algo="cppo", env_id="SafetyPointCircle1-v0", total_steps=1_000_000, num_envs=2,
-                   steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointCircle1"),
-    "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
-                  steps_per_iter=1_000, run_name="smoke_cppo_toy"),
-}
+from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
 
 BENCH_SUITES = ("env", "throughput", "estep", "learning")
 
@@ -82,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "figures":
-            from dynacppo_lite.plots import regenerate_figures
+            from dynacppo_lite.figures import regenerate
 
-            regenerate_figures()
+            regenerate()
             return 0
         return _run_train(args)
     except (ValueError, FileExistsError) as exc:  # CheckpointError is a ValueError
