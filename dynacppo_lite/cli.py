@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
 
@@ -40,11 +39,15 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from dynacppo_lite.runlog import check_run_dir, check_writable_dir
     from dynacppo_lite.train import train
 
     config = _config_from_args(args)
-    if args.resume is not None and not Path(args.resume, "checkpoint.pt").is_file():
-        raise ValueError(f"--resume {args.resume}: no checkpoint.pt there")
+    # Before the envs are built: a bad directory is a one-line error, not a late traceback.
+    if args.resume is not None:
+        check_run_dir(args.resume, resume=True)
+    else:
+        check_writable_dir(config.log_dir)
     try:
         run_dir = train(config, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -79,6 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             regenerate()
             return 0
         return _run_train(args)
-    except (ValueError, FileExistsError) as exc:  # CheckpointError is a ValueError
+    except (ValueError, FileExistsError) as exc:  # CheckpointError, RunDirError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
