@@ -11,6 +11,7 @@ edge here.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,3 +249,13 @@ def test_an_unclassified_module_must_be_added_to_a_layer() -> None:
 def test_imports_outside_the_package_are_ignored() -> None:
     code = "import numpy\nimport dynacppo_lite_extra\nfrom os import path\n"
     assert import_edges(toy(**{"a.py": code})) == []
+
+
+def test_design_note_shows_the_same_layers() -> None:
+    """DESIGN.md's table ``| 1 maths | `gae.py` ... |`` lists exactly LAYERS, in order."""
+    design = (PACKAGE_DIR.parent / "DESIGN.md").read_text()
+    rows = re.findall(r"^\| (\d) (\w+) \| (.*?) \|", design, flags=re.M)
+    table = {name: tuple(m.removesuffix(".py").rstrip("/") for m in re.findall(r"`([^`]+)`", cells))
+             for _, name, cells in rows}
+    assert [int(i) for i, _, _ in rows] == list(range(1, len(LAYERS) + 1))
+    assert table == LAYERS
