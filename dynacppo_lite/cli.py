@@ -6,18 +6,9 @@ import argparse
 import dataclasses
 import importlib
 import sys
-from pathlib import Path
 from typing import Any
 
-from dynacppo_lite.config import ALGOS, DEVICES, Config
-
-#: Named training set-ups. ``readme`` is what ``make train`` runs (see README).
-TRAIN_PRESETS: dict[str, dict] = {
-    "readme": dict(algo="cppo", env_id="SafetyPointCircle1-v0", total_steps=1_000_000, num_envs=2,
-                   steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointCircle1"),
-    "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
-                  steps_per_iter=1_000, run_name="smoke_cppo_toy"),
-}
+from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
 
 BENCH_SUITES = ("env", "throughput", "estep", "learning")
 
@@ -84,11 +75,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from dynacppo_lite.runlog import check_run_dir, check_writable_dir
     from dynacppo_lite.train import train
 
     config = _config_from_args(args)
-    if args.resume is not None and not Path(args.resume, "checkpoint.pt").is_file():
-        raise ValueError(f"--resume {args.resume}: no checkpoint.pt there")
+    # Before the envs are built: a bad directory is a one-line error, not a late traceback.
+    if args.resume is not None:
+        check_run_dir(args.resume, resume=True)
+    else:
+        check_writable_dir(config.log_dir)
     try:
         run_dir = train(config, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -118,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "figures":
-            from dynacppo_lite.plots import regenerate_figures
+            from dynacppo_lite.figures import regenerate
 
-            regenerate_figures()
+            regenerate()
             return 0
         return _run_train(args)
-    except (ValueError, FileExistsError) as exc:  # CheckpointError is a ValueError
+    except (ValueError, FileExistsError) as exc:  # CheckpointError, RunDirError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2

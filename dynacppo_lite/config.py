@@ -221,3 +221,13 @@ class Config:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+#: Named training set-ups (``python -m dynacppo_lite train --preset NAME``, flags override them).
+#: ``readme`` is what ``make train`` runs (see README); ``figures`` finds its run from it.
+TRAIN_PRESETS: dict[str, dict] = {
+    "readme": dict(algo="cppo", env_id="SafetyPointCircle1-v0", total_steps=1_000_000, num_envs=2,
+                   steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointCircle1"),
+    "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
+                  steps_per_iter=1_000, run_name="smoke_cppo_toy"),
+}

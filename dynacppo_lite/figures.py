@@ -419,8 +419,7 @@ def regenerate(out_dir: str | Path | None = None, *, smoke: bool = False,
 
 def _readme_run() -> Path:
     """The run directory of ``make train`` (the CLI's ``readme`` preset)."""
-    from dynacppo_lite.cli import TRAIN_PRESETS
-    from dynacppo_lite.config import Config
+    from dynacppo_lite.config import TRAIN_PRESETS, Config
 
     preset = TRAIN_PRESETS["readme"]
     return project_root() / preset.get("log_dir", Config().log_dir) / preset["run_name"]

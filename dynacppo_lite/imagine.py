@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dynacppo_lite.batch import Batch
 from dynacppo_lite.buffer import ReplayBuffer
 from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
@@ -32,7 +33,6 @@ from dynacppo_lite.nets import ActorCritic
 
 if TYPE_CHECKING:
     from dynacppo_lite.rollout import Rollout
-    from dynacppo_lite.train import Batch
 
 
 @dataclass
@@ -118,8 +118,6 @@ class DynaModel:
     def imagine(self, agent: ActorCritic, envs: Any, n_real: int,
                 gen: torch.Generator) -> tuple[Batch | None, dict[str, float], float, float]:
         """Fit the model, roll branches; returns (imagined batch, CSV fields, t_fit, t_rollout)."""
-        from dynacppo_lite.train import Batch
-
         cfg = self.cfg
         t0 = time.perf_counter()
         data = (self.buffer.all() if len(self.buffer) <= cfg.model_fit_samples

@@ -450,11 +450,3 @@ def plot_runs(run_dirs: Sequence[str | Path], *, smoothing: int = 1,
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return axes
-
-
-def regenerate_figures() -> list[Path]:
-    """``python -m dynacppo_lite figures``: rewrite every figure in ``figures/`` from the library
-    (implementation: :func:`dynacppo_lite.figures.regenerate`)."""
-    from dynacppo_lite.figures import regenerate
-
-    return regenerate()

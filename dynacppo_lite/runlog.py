@@ -46,6 +46,48 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, missing keys, or for another setting)."""
 
 
+class RunDirError(ValueError):
+    """A run directory that cannot be written, or (to resume) is not a run."""
+
+
+def check_writable_dir(path: str | Path) -> None:
+    """Raise :class:`RunDirError` unless ``path`` is, or can be created as, a writable directory.
+
+    Checks only, creates nothing: the nearest existing ancestor decides (a file there, or a
+    folder this user may not write, would fail later with a traceback after the envs are built).
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"cannot create the directory {path}: {existing} is a file, not a "
+                          "directory (choose another --log-dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write to {path}: {existing} is not writable for this user "
+                          "(choose another --log-dir)")
+
+
+def check_run_dir(run_dir: str | Path, resume: bool = False) -> None:
+    """Raise a one-line error saying what to fix unless ``run_dir`` can take this run: a new run
+    needs a writable place that does not already hold a run; a resumed one needs a run there
+    (``checkpoint.pt`` and ``progress.csv``, as :class:`RunLog` writes them)."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise RunDirError(f"--resume {run_dir}: no such run directory")
+        missing = [name for name in ("checkpoint.pt", "progress.csv") if not (run_dir / name).is_file()]
+        if missing:
+            raise RunDirError(f"--resume {run_dir}: not a run directory (no {' or '.join(missing)}); "
+                              "pass the run directory that train printed")
+    elif (run_dir / "progress.csv").exists() and (run_dir / "checkpoint.pt").exists():
+        # Rows without a checkpoint cannot be continued: only then is a fresh start safe.
+        raise FileExistsError(
+            f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
+            "or choose another --run-name/--log-dir")
+    check_writable_dir(run_dir)
+
+
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch RNG states as weights_only-loadable objects."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -100,16 +142,16 @@ class RunLog:
         self.csv_path = self.dir / "progress.csv"
         self.txt_path = self.dir / "log.txt"
         self.ckpt_path = self.dir / "checkpoint.pt"
+        check_run_dir(self.dir, resume)
         if not resume:
-            # Rows without a checkpoint cannot be continued: only then is a fresh start safe.
-            if self.csv_path.exists() and self.ckpt_path.exists():
-                raise FileExistsError(
-                    f"{self.dir} already holds a run: pass --resume {self.dir} to continue it, "
-                    "or choose another --run-name/--log-dir")
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(CSV_COLUMNS)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                (self.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.writer(f).writerow(CSV_COLUMNS)
+            except OSError as exc:  # what the checks cannot foresee (a full or read-only disk)
+                raise RunDirError(f"cannot write the run directory {self.dir} ({exc.strerror}): "
+                                  "choose another --log-dir") from None
 
     def truncate_after(self, iteration: int) -> None:
         """Drop rows newer than ``iteration`` (written after the last checkpoint of a killed run)."""

@@ -1,6 +1,6 @@
 """The training loop shared by ``cppo``, ``ppo-lag`` and ``dyna-cppo``.
 
-One iteration (see ``architecture.md``)::
+One iteration (see ``DESIGN.md``)::
 
     collect    real steps from the vector envs, one batched inference per step
     dual GAE   reward and cost advantages; truncated episodes bootstrap from V(final obs)
@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import MarginController, margin_from_fraction
 from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import default_cost_limit, make_env
 from dynacppo_lite.estep import solve_estep
 from dynacppo_lite.gae import dual_gae
+from dynacppo_lite.imagine import DynaModel
 from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, realised_fraction, recovery_mstep_loss
 from dynacppo_lite.nets import ActorCritic
@@ -51,24 +52,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available: use --device cpu")
     return torch.device(name)
-
-
-@dataclass
-class Batch:
-    """The flat training batch of one iteration: real samples, then any imagined ones. (N, ...)."""
-
-    obs: torch.Tensor
-    act: torch.Tensor
-    logp: torch.Tensor
-    adv_r: torch.Tensor
-    adv_c: torch.Tensor
-    ret_r: torch.Tensor
-    ret_c: torch.Tensor
-    critic_mask: torch.Tensor
-    """True where the sample also trains the critics."""
-
-    def cat(self, other: Batch) -> Batch:
-        return Batch(**{k: torch.cat([getattr(self, k), getattr(other, k)]) for k in self.__dict__})
 
 
 def _minibatches(n: int, num: int, gen: torch.Generator, device: torch.device):
@@ -170,8 +153,6 @@ class Trainer:
         self.num_iters = max(1, cfg.total_steps // self.batch_size)
         self.dyna = None
         if cfg.algo == "dyna-cppo":
-            from dynacppo_lite.imagine import DynaModel
-
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)

@@ -9,14 +9,22 @@ import torch
 
 from dynacppo_lite import exercises as ex
 from dynacppo_lite.estep import solve_estep
+from dynacppo_lite.exercises import (
+    advantages,
+    estep_case,
+    mstep_gradient,
+    one_step_error,
+    run_summary,
+    smoothing,
+)
 
 CHECKERS = {
-    "one_step": (ex.check_one_step_error, ex.reference_one_step_error, ex._ONE_STEP_MISTAKES),
-    "gae": (ex.check_gae, ex.reference_gae, ex._GAE_MISTAKES),
-    "estep": (ex.check_estep_case, ex.reference_estep_case, ex._ESTEP_MISTAKES),
-    "mstep": (ex.check_mstep_gradient, ex.reference_mstep_gradient, ex._MSTEP_MISTAKES),
-    "summary": (ex.check_run_summary, ex.reference_run_summary, ex._SUMMARY_MISTAKES),
-    "smoothing": (ex.check_smoothing, ex.reference_smoothing, ex._SMOOTH_MISTAKES),
+    "one_step": (ex.check_one_step_error, ex.reference_one_step_error, one_step_error._ONE_STEP_MISTAKES),
+    "gae": (ex.check_gae, ex.reference_gae, advantages._GAE_MISTAKES),
+    "estep": (ex.check_estep_case, ex.reference_estep_case, estep_case._ESTEP_MISTAKES),
+    "mstep": (ex.check_mstep_gradient, ex.reference_mstep_gradient, mstep_gradient._MSTEP_MISTAKES),
+    "summary": (ex.check_run_summary, ex.reference_run_summary, run_summary._SUMMARY_MISTAKES),
+    "smoothing": (ex.check_smoothing, ex.reference_smoothing, smoothing._SMOOTH_MISTAKES),
 }
 
 
@@ -140,13 +148,13 @@ def test_learner_may_mutate_inputs_and_return_tensors() -> None:
 
 # --------------------------------------------------------- references vs the library
 def test_reference_gae_follows_the_documented_recursion() -> None:
-    for case in ex._gae_cases():
-        want = ex._gae_variant(*case.args, **case.kwargs)  # the recursion in gae.py's docstring
+    for case in advantages._gae_cases():
+        want = advantages._gae_variant(*case.args, **case.kwargs)  # the recursion in gae.py's docstring
         np.testing.assert_allclose(ex.reference_gae(*case.args, **case.kwargs), want, atol=1e-12)
 
 
 def test_reference_mstep_gradient_is_the_analytic_one() -> None:
-    for case in ex._mstep_cases():
+    for case in mstep_gradient._mstep_cases():
         r, v, b = case.args
         want = np.where((r < b) & (v < r), 0.0, -(v - r) / len(r))
         np.testing.assert_allclose(ex.reference_mstep_gradient(r, v, b), want, atol=1e-12)
@@ -155,7 +163,7 @@ def test_reference_mstep_gradient_is_the_analytic_one() -> None:
 def test_reference_estep_case_agrees_with_solve_estep() -> None:
     """Without the element-wise bound (lower_bound=0 never binds on these batches), case 1 is the
     pure reward direction, case 2 has the cost constraint active, case 3 is not feasible."""
-    for case in ex._estep_cases():
+    for case in estep_case._estep_cases():
         a, c = case.args
         margin, kl = case.kwargs["cost_margin"], case.kwargs["kl_budget"]
         label = ex.reference_estep_case(a, c, **case.kwargs)

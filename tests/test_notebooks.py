@@ -114,11 +114,12 @@ def test_figures_saved_in_full_mode_only(name: str) -> None:
         assert guarded(call), f"{name}: line {call.lineno} writes to figures/ in smoke mode"
 
 
-def test_regenerate_figures_delegates_to_figures_module(monkeypatch) -> None:
-    from dynacppo_lite import figures, plots
+def test_figures_command_runs_figures_regenerate(monkeypatch) -> None:
+    from dynacppo_lite import cli, figures
 
-    monkeypatch.setattr(figures, "regenerate", lambda: [Path("figures/x.png")])
-    assert plots.regenerate_figures() == [Path("figures/x.png")]
+    called = []
+    monkeypatch.setattr(figures, "regenerate", lambda: called.append(True) or [Path("figures/x.png")])
+    assert cli.main(["figures"]) == 0 and called
 
 
 def test_figure_functions_draw_from_the_library(tmp_path) -> None:

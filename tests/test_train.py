@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from dynacppo_lite.cli import main as cli_main
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, load_checkpoint
+from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, RunDirError, load_checkpoint
 from dynacppo_lite.schedules import ModeSwitch, linear
 from dynacppo_lite.train import Trainer, train
 
@@ -116,6 +118,54 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["train", "--env", TOY_ENV_ID, "--cost-limit", "-3"]) == 2
     assert "cost_limit" in capsys.readouterr().err
     assert cli_main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+
+
+TINY_RUN = ["--env", TOY_ENV_ID, "--total-steps", "1000", "--steps-per-iter", "1000", "--num-envs", "1",
+            "--device", "cpu", "--no-progress"]
+
+
+def test_cli_rejects_a_bad_log_dir_or_resume_dir_in_one_line(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a run")
+    not_ours = tmp_path / "not_ours"
+    not_ours.mkdir()
+    torch.save({"weights": torch.zeros(2)}, not_ours / "checkpoint.pt")
+    (not_ours / "progress.csv").write_text("step\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access  # root may write anywhere, so the unwritable folder is simulated
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and access(path, mode))
+    for args, says in [
+        (["--log-dir", str(a_file)], f"{a_file} is a file, not a directory (choose another --log-dir)"),
+        (["--log-dir", str(a_file / "runs")], f"{a_file} is a file, not a directory"),
+        (["--log-dir", str(locked / "runs")], f"{locked} is not writable for this user"),
+        (["--resume", str(a_file)], "no such run directory"),
+        (["--resume", str(foreign)], "not a run directory (no checkpoint.pt or progress.csv)"),
+        (["--resume", str(not_ours)], "is not a dynacppo_lite checkpoint"),
+    ]:
+        assert cli_main(["train", *TINY_RUN, *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and says in err and "\n" not in err, err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # nothing written there
+
+
+def test_log_dir_that_is_a_file_exits_2_without_traceback(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    cmd = [sys.executable, "-m", "dynacppo_lite", "train", *TINY_RUN, "--log-dir", str(a_file)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("error: cannot create the directory")
+
+
+def test_trainer_rejects_a_run_dir_it_cannot_create(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    with pytest.raises(RunDirError, match="is a file, not a directory"):
+        Trainer(toy_config(a_file, total_steps=1_000))
 
 
 def test_cli_trains_and_prints_run_dir(tmp_path):
