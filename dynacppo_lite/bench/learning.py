@@ -1,6 +1,9 @@
 """``bench learning``: cppo, ppo-lag and dyna-cppo with the same budget and seeds on a task list.
 
 Every (task, algorithm, seed) is a separate training process; up to ``--jobs`` run at once.
+``--algos`` also takes labelled variants with their own Config overrides:
+``ppo=ppo-lag,cost_limit=1e9`` is PPO without a constraint. A finished run is not run again and
+an interrupted one resumes, so a suite can be stopped and continued.
 Reported per task and algorithm: final return and cost (mean over the last 10% of steps, then
 mean and spread over seeds), and the steps needed to first reach ``--target-return`` with the
 (smoothed) episode cost under the limit. Curves (mean and min-max band over seeds) go to
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +29,47 @@ from dynacppo_lite.envs.presets import default_cost_limit
 
 DEFAULT_TASKS = ["SafetyPointGoal1-v0", "SafetyPointCircle1-v0", "SafetyHalfCheetahVelocity-v1"]
 
+#: Published learning curves run on the development machine, kept beside the package (file:
+#: steps, episode return, episode cost). Source: OmniSafe 0.5.0 PPOLag, default configuration,
+#: 1 env, 1 torch thread, CPU, seed 0, 2 cores (see README, Results).
+REFERENCE_CURVES = {
+    "SafetyPointGoal1-v0": ("omnisafe-ppolag", Path(__file__).parent / "reference"
+                            / "omnisafe_ppolag_SafetyPointGoal1-v0.csv"),
+}
 
-def run_one(task: str, algo: str, seed: int, steps: int, log_dir: Path, device: str,
-            steps_per_iter: int) -> Path:
-    """Train one (task, algo, seed) in its own process; returns its run directory."""
-    name = f"{task}_{algo}_s{seed}"
+
+@dataclass(frozen=True)
+class Variant:
+    """A labelled algorithm with its own Config overrides, e.g. ``ppo=ppo-lag,cost_limit=1e9``."""
+
+    label: str
+    algo: str
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        label, sep, spec = text.partition("=")
+        if not sep:
+            return cls(text, text)
+        algo, *overrides = spec.split(",")
+        return cls(label, algo, tuple(overrides))
+
+
+def run_one(task: str, variant: Variant, seed: int, steps: int, log_dir: Path, device: str,
+            steps_per_iter: int, overrides: list[str]) -> Path:
+    """Train one (task, variant, seed) in its own process; returns its run directory.
+
+    An interrupted run resumes from its checkpoint; a finished one is not run again."""
+    name = f"{task}_{variant.label}_s{seed}"
     run_dir = log_dir / name
-    cmd = [sys.executable, "-m", "dynacppo_lite", "train", "--algo", algo, "--env", task,
+    if (run_dir / "policy_final.pt").is_file():
+        return run_dir
+    cmd = [sys.executable, "-m", "dynacppo_lite", "train", "--algo", variant.algo, "--env", task,
            "--total-steps", str(steps), "--steps-per-iter", str(steps_per_iter), "--seed",
            str(seed), "--num-envs", "1", "--device", device, "--log-dir", str(log_dir),
            "--run-name", name, "--no-progress"]
+    for item in [*overrides, *variant.overrides]:
+        cmd += ["--set", item]
     if (run_dir / "checkpoint.pt").is_file():
         cmd += ["--resume", str(run_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -43,10 +78,22 @@ def run_one(task: str, algo: str, seed: int, steps: int, log_dir: Path, device: 
     return run_dir
 
 
-def summarise(df: pd.DataFrame, cost_limit: float, target: float | None) -> dict[str, float]:
-    """Final return/cost (last 10% of steps) and steps to the target return under the limit."""
-    tail = df[df["step"] >= df["step"].max() * 0.9]
-    out = {"return": float(tail["ep_return"].mean()), "cost": float(tail["ep_cost"].mean())}
+def final_score(step: pd.Series, values: pd.Series, until: float | None = None) -> float:
+    """The package's final-score convention: the mean of ``values`` over the last 10% of steps
+    (of the run, or of the steps up to ``until``)."""
+    end = step.max() if until is None else until
+    keep = (step > 0.9 * end) & (step <= end)
+    return float(values[keep].mean()) if keep.any() else float("nan")
+
+
+def summarise(df: pd.DataFrame, cost_limit: float, target: float | None,
+              marks: list[int] = ()) -> dict[str, float]:
+    """Final return/cost, the same at each mark, and steps to the target return under the limit."""
+    out = {"return": final_score(df["step"], df["ep_return"]),
+           "cost": final_score(df["step"], df["ep_cost"])}
+    for mark in marks:
+        out[f"return@{mark:g}"] = final_score(df["step"], df["ep_return"], mark)
+        out[f"cost@{mark:g}"] = final_score(df["step"], df["ep_cost"], mark)
     if target is not None:
         ret = df["ep_return"].rolling(3, min_periods=1).mean()
         cost = df["ep_cost"].rolling(3, min_periods=1).mean()
@@ -55,27 +102,73 @@ def summarise(df: pd.DataFrame, cost_limit: float, target: float | None) -> dict
     return out
 
 
-def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Path) -> Path:
+def reference_curve(task: str) -> tuple[str, pd.DataFrame] | None:
+    """(label, frame with step/ep_return/ep_cost) of the task's reference curve, if one is kept."""
+    if task not in REFERENCE_CURVES:
+        return None
+    label, path = REFERENCE_CURVES[task]
+    ref = pd.read_csv(path)
+    return label, pd.DataFrame({"step": ref["TotalEnvSteps"], "ep_return": ref["EpRet"],
+                                "ep_cost": ref["EpCost"]})
+
+
+#: The per-iteration diagnostics plotted under the curves: (column, title).
+DIAGNOSTICS = [("cost_est", "cost estimate (window) and +-1 s.e."),
+               ("control", "controller: u (cppo), lambda (ppo-lag)"),
+               ("kl", "realised KL per iteration"),
+               ("reach", "M-step reach (slope of r-1 on v-1)")]
+
+
+def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Path,
+              target_kl: float | None = None) -> Path:
+    """Return and cost (mean and min-max over seeds, reference curve dashed), and under them
+    the diagnostics that make a failure visible: the cost estimate with its standard error, the
+    controller's output, the realised KL and the M-step's reach."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for algo, dirs in runs.items():
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    ax_ret, ax_cost, ax_est, ax_ctl, ax_kl, ax_reach = axes.ravel()
+    for label, dirs in runs.items():
         dfs = [pd.read_csv(d / "progress.csv") for d in dirs]
         n = min(len(d) for d in dfs)
         steps = dfs[0]["step"].to_numpy()[:n]
-        for ax, key in zip(axes, ("ep_return", "ep_cost"), strict=True):
-            y = np.stack([d[key].to_numpy()[:n] for d in dfs])
-            line, = ax.plot(steps, y.mean(0), label=f"{algo} ({len(dfs)} seeds)")
-            ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
-    axes[1].axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
-    axes[0].set(title=f"{task}: return", xlabel="environment steps", ylabel="episode return")
-    axes[1].set(title=f"{task}: cost", xlabel="environment steps", ylabel="episode cost")
-    for ax in axes:
+
+        def stack(key: str, frames: list[pd.DataFrame] = dfs, n: int = n) -> np.ndarray:
+            return np.stack([pd.to_numeric(d[key], errors="coerce").to_numpy()[:n] for d in frames])
+
+        color = None
+        for ax, key in ((ax_ret, "ep_return"), (ax_cost, "ep_cost")):
+            y = stack(key)
+            line, = ax.plot(steps, y.mean(0), label=f"{label} ({len(dfs)} seeds)", color=color)
+            color = line.get_color()
+            ax.fill_between(steps, y.min(0), y.max(0), color=color, alpha=0.2)
+        est, se = stack("cost_est").mean(0), stack("cost_est_se").mean(0)
+        ax_est.plot(steps, est, color=color, label=label)
+        ax_est.fill_between(steps, est - se, est + se, color=color, alpha=0.2)
+        control = "lagrange" if dfs[0]["lagrange"].notna().any() else "margin_u"
+        if dfs[0][control].notna().any():
+            ax_ctl.plot(steps, stack(control).mean(0), color=color,
+                        label=f"{label}: {'lambda' if control == 'lagrange' else 'u'}")
+        ax_kl.plot(steps, stack("kl").mean(0), color=color, label=label)
+        if dfs[0]["reach"].notna().any():
+            ax_reach.plot(steps, stack("reach").mean(0), color=color, label=label)
+    ref = reference_curve(task)
+    if ref is not None:
+        for ax, key in ((ax_ret, "ep_return"), (ax_cost, "ep_cost")):
+            ax.plot(ref[1]["step"], ref[1][key], "k:", label=f"{ref[0]} (reference, 1 seed)")
+    for ax in (ax_cost, ax_est):
+        ax.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
+    if target_kl is not None:
+        ax_kl.axhline(target_kl, color="k", ls="--", lw=1, label=f"KL early stop {target_kl:g}")
+    titles = [f"{task}: return", f"{task}: cost", *(t for _, t in DIAGNOSTICS)]
+    for ax, title in zip(axes.ravel(), titles, strict=True):
+        ax.set(title=title, xlabel="environment steps")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 
@@ -84,10 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench learning", description=__doc__)
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
-    p.add_argument("--algos", nargs="+", default=["cppo", "ppo-lag", "dyna-cppo"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--steps", type=int, default=200_000, help="environment steps per run")
+    p.add_argument("--algos", nargs="+", default=["cppo", "ppo-lag", "dyna-cppo"],
+                   help="algorithms, or variants LABEL=ALGO[,FIELD=VALUE...]")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps per run")
     p.add_argument("--steps-per-iter", type=int, default=4_000)
+    p.add_argument("--marks", type=int, nargs="*", default=[],
+                   help="also report return/cost over the last 10%% of steps before each mark")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a Config override for every run")
     p.add_argument("--target-return", type=float, nargs="*", default=None,
                    help="one per task: report steps to reach it under the cost limit")
     p.add_argument("--jobs", type=int, default=2, help="training processes at once")
@@ -98,33 +196,54 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.target_return and len(args.target_return) != len(args.tasks):
         p.error("--target-return needs one value per task")
+    variants = [Variant.parse(a) for a in args.algos]
     started = time.time()
-    jobs = [(t, a, s) for t in args.tasks for a in args.algos for s in args.seeds]
+    jobs = [(t, v, s) for t in args.tasks for v in variants for s in args.seeds]
+
+    def attempt(job: tuple[str, Variant, int]) -> Path | None:
+        try:
+            return run_one(*job, args.steps, args.log_dir, args.device, args.steps_per_iter,
+                           args.overrides)
+        except RuntimeError as exc:  # one failed run is reported; the others go on
+            print(f"bench learning: {exc}", file=sys.stderr)
+            return None
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        dirs = list(pool.map(lambda j: run_one(*j, args.steps, args.log_dir, args.device,
-                                               args.steps_per_iter), jobs))
-    done = dict(zip(jobs, dirs, strict=True))
+        dirs = list(pool.map(attempt, jobs))
+    done = {(t, v.label, s): d for (t, v, s), d in zip(jobs, dirs, strict=True) if d is not None}
     rows = []
     for k, task in enumerate(args.tasks):
         limit = default_cost_limit(task)
         target = args.target_return[k] if args.target_return else None
-        runs = {a: [done[(task, a, s)] for s in args.seeds] for a in args.algos}
+        runs = {v.label: [done[(task, v.label, s)] for s in args.seeds if (task, v.label, s) in done]
+                for v in variants}
+        runs = {label: ds for label, ds in runs.items() if ds}
+        if not runs:
+            continue
         fig = plot_task(task, runs, limit, args.figures / f"learning_{task}.png")
-        for algo, algo_dirs in runs.items():
-            per_seed = [summarise(pd.read_csv(d / "progress.csv"), limit, target) for d in algo_dirs]
-            row = {"task": task, "algo": algo, "steps": args.steps, "seeds": len(per_seed),
+        scored = {label: [summarise(pd.read_csv(d / "progress.csv"), limit, target, args.marks)
+                          for d in ds] for label, ds in runs.items()}
+        ref = reference_curve(task)
+        if ref is not None:
+            scored[f"{ref[0]} (reference)"] = [summarise(ref[1], limit, None, args.marks)]
+        for label, per_seed in scored.items():
+            row = {"task": task, "algo": label, "steps": args.steps, "seeds": len(per_seed),
                    "cost_limit": limit, "figure": str(fig)}
             for key in per_seed[0]:
                 vals = np.array([s[key] for s in per_seed])
                 row[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
                 row[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else np.nan
             rows.append(row)
+    marks = [f"{q}@{m:g}_mean" for m in args.marks for q in ("return", "cost")]
     cols = ["task", "algo", "steps", "seeds", "return_mean", "return_std", "cost_mean", "cost_std",
-            "cost_limit"] + (["steps_to_target_mean"] if args.target_return else [])
+            *marks, "cost_limit"] + (["steps_to_target_mean"] if args.target_return else [])
     table = markdown_table(rows, cols) + (
-        "\n\nreturn/cost: mean episode return and cost over the last 10% of steps, mean and "
-        "std over seeds.")
+        "\n\nreturn/cost: mean episode return and cost over the last 10% of steps (of the run, or "
+        "before each mark @), mean and std over seeds.")
     write_results(args.out, "learning", "Learning: same budget and seeds", table, rows,
                   command_line("learning", argv), started)
     (args.out / "runs.json").write_text(json.dumps({f"{t}|{a}|{s}": str(d) for (t, a, s), d in done.items()}))
-    return 0
+    failed = len(jobs) - len(done)
+    if failed:
+        print(f"bench learning: {failed} of {len(jobs)} runs failed (see above)", file=sys.stderr)
+    return 1 if failed else 0
