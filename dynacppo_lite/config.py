@@ -106,11 +106,13 @@ class Config:
     (d - J_c) / L, taken at the step the M-step realises (``realised_radius``); recovery only
     where that is infeasible. ``bang-bang``: the paper's switch (Fig. 2) on that margin:
     recovery while J_c > d until J_c < switch_ratio * d."""
-    pid_ki: float = 0.02
+    pid_ki: float = 0.01
     """``pid``: integral gain (change of the margin fraction u per iteration per unit of
     relative violation (d - J_c) / d)."""
-    pid_kp: float = 0.0
-    """``pid``: proportional gain."""
+    pid_kp: float = 0.5
+    """``pid``: proportional gain (u = integral + kp (d - J_c) / d)."""
+    pid_integral_min: float = -0.5
+    """``pid``: lower bound of the integral state (anti-windup; u itself still reaches -1)."""
     switch_ratio: float = 0.8
     """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
     realised_radius: bool = True
@@ -196,6 +198,7 @@ class Config:
             (0 <= self.reach_smoothing < 1, f"reach_smoothing must be in [0, 1), got {self.reach_smoothing}"),
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
+            (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
             (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
             (self.update_epochs >= 1 and self.num_minibatches >= 1,
              "update_epochs and num_minibatches must be >= 1"),

@@ -28,12 +28,22 @@ import numpy as np
 
 @dataclass
 class MarginController:
-    """u = clip(I + kp e, -1, 1) with I <- clip(I + ki e, -1, 1) on each fresh cost estimate."""
+    """u = clip(I + kp e, -1, 1) with I <- clip(I + ki e, integral_min, 1) on each fresh estimate.
+
+    The policy integrates u by itself (each E-step moves cost at a rate set by u; u = 0 holds
+    it), so the proportional term does most of the work and the integral only removes the
+    steady offset. ``integral_min`` > -1 is the anti-windup: with a pure integral the state
+    sank to -1 during the long delay before cost fell, held the policy in pure cost descent
+    for ~200k steps after the cost was under the limit, and the return collapsed (measured on
+    SafetyPointGoal1-v0 with ki = 0.02, kp = 0).
+    """
 
     ki: float
     """Integral gain: change of u per fresh iteration per unit of relative violation."""
     kp: float = 0.0
     """Proportional gain (damps the integral's overshoot; noisy estimates argue for little)."""
+    integral_min: float = -0.5
+    """Lower bound of the integral state (anti-windup)."""
     integral: float = 1.0
     """The integral state I; 1 = unconstrained, where a run starts."""
 
@@ -41,7 +51,7 @@ class MarginController:
         """Feed the windowed episode cost J_c; returns u for this iteration's E-step."""
         error = float(np.clip((cost_limit - cost_estimate) / max(cost_limit, 1.0), -2.0, 1.0))
         if fresh:  # an iteration without finished episodes adds no evidence to integrate
-            self.integral = float(np.clip(self.integral + self.ki * error, -1.0, 1.0))
+            self.integral = float(np.clip(self.integral + self.ki * error, self.integral_min, 1.0))
         return float(np.clip(self.integral + self.kp * error, -1.0, 1.0))
 
 

@@ -4,7 +4,9 @@ One iteration (see ``DESIGN.md``)::
 
     collect    real steps from the vector envs, one batched inference per step
     dual GAE   reward and cost advantages; truncated episodes bootstrap from V(final obs)
-    mode       bang-bang switch on the measured episode cost (recovery above d)
+    cost       the episodes that ended join a window (CostEstimate): J_c, its s.e., count
+    mode       cppo: the PI controller sets the E-step's cost margin (recovery where it
+               saturates); or the paper's bang-bang switch; ppo-lag: the multiplier
     [dyna]     fit the dynamics ensemble on the replay buffer; imagined branches join the batch
     E-step     v* = solve_estep(A, A_c, cost margin)          (cppo, dyna-cppo)
     M-step     epochs of minibatches of mstep_loss(r -> v*)   (cppo, dyna-cppo)
@@ -12,10 +14,11 @@ One iteration (see ``DESIGN.md``)::
     critics    epochs of minibatches of 0.5 (V - return)^2 for V_r and V_c
     log        one CSV row; a checkpoint every ``checkpoint_every`` iterations
 
-The cost margin of the E-step is a per-step rate: ``(d - J_c) / L`` with ``J_c`` the mean
-undiscounted cost of the episodes that ended in this iteration's real rollout and ``L`` their
-mean length. For long episodes this equals the paper's ``(1 - gamma)(d - J_c)`` written for
-discounted returns: ``mean((v - 1) A_c)`` estimates the change of the per-step cost rate.
+The paper's cost margin is a per-step rate: ``(d - J_c) / L`` with ``J_c`` the windowed mean
+undiscounted episode cost and ``L`` the mean episode length. For long episodes this equals the
+paper's ``(1 - gamma)(d - J_c)`` written for discounted returns: ``mean((v - 1) A_c)``
+estimates the change of the per-step cost rate. It is logged as ``cost_margin``; what the
+E-step is given (``estep_margin``) depends on ``Config.cost_control`` (see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ class Trainer:
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
         self.reach = cfg.reach_init
-        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp)
+        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min)
         self.start_iter = 0
         self.elapsed = 0.0
         if resume is not None:

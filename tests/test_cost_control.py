@@ -36,7 +36,7 @@ def test_cost_estimate_is_a_window_over_episodes_with_its_standard_error():
 
 
 def test_margin_controller_integrates_the_violation_and_saturates():
-    ctl = MarginController(ki=0.1)
+    ctl = MarginController(ki=0.1, integral_min=-1.0)
     assert ctl.update(10.0, 25.0, fresh=True) == 1.0  # safe from the start: unconstrained
     outs = [ctl.update(50.0, 25.0, fresh=True) for _ in range(5)]  # relative violation 1
     assert outs == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
@@ -45,6 +45,18 @@ def test_margin_controller_integrates_the_violation_and_saturates():
         u = ctl.update(500.0, 25.0, fresh=True)  # the error is clipped at -2 per step
     assert u == -1.0
     assert MarginController(ki=0.0, kp=0.5).update(50.0, 25.0, fresh=True) == pytest.approx(0.5)
+
+
+def test_margin_controller_anti_windup_lets_go_as_soon_as_cost_is_under_the_limit():
+    ctl = MarginController(ki=0.1, kp=0.5, integral_min=-0.5)
+    for _ in range(100):  # a long violation: the integral stops at its floor
+        ctl.update(75.0, 25.0, fresh=True)
+    assert ctl.integral == -0.5
+    assert ctl.update(75.0, 25.0, fresh=True) == -1.0  # the proportional part still saturates u
+    # Once cost is at the limit the proportional part is 0 and u is the (bounded) integral;
+    # below it, u rises at once instead of waiting for the integral to unwind from -1.
+    assert ctl.update(25.0, 25.0, fresh=True) == pytest.approx(-0.5)
+    assert ctl.update(0.0, 25.0, fresh=True) == pytest.approx(-0.4 + 0.5)
 
 
 def test_margin_fraction_spans_unconstrained_to_pure_cost_descent():
