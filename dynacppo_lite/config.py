@@ -231,11 +231,16 @@ class Config:
         return cls(**data)
 
 
+#: Cost-control speeds for the toy task: its cost answers a policy change within one iteration
+#: (20 short episodes), so the controller and the multiplier may move 10-30x faster than the
+#: defaults, which are set for 1000-step Safety-Gymnasium episodes.
+TOY_CONTROL: dict[str, float] = dict(pid_ki=0.3, pid_kp=1.0, lagrangian_lr=0.2)
+
 #: Named training set-ups (``python -m dynacppo_lite train --preset NAME``, flags override them).
 #: ``readme`` is what ``make train`` runs (see README); ``figures`` finds its run from it.
 TRAIN_PRESETS: dict[str, dict] = {
     "readme": dict(algo="cppo", env_id="SafetyPointCircle1-v0", total_steps=1_000_000, num_envs=2,
                    steps_per_iter=8_000, device="cpu", run_name="readme_cppo_PointCircle1"),
     "smoke": dict(algo="cppo", env_id="ToySpeedLimit-v0", total_steps=20_000, num_envs=1,
-                  steps_per_iter=1_000, run_name="smoke_cppo_toy"),
+                  steps_per_iter=1_000, run_name="smoke_cppo_toy", **TOY_CONTROL),
 }

@@ -293,12 +293,12 @@ def fig_learning_curves(run_dirs: list[Path], title: str | None = None):
 def training_configs(smoke: bool, log_dir: str | Path, seed: int = 0,
                      device: str = "auto") -> list[Any]:
     """Notebook 05's three runs (CPPO, PPO-Lag, Dyna-CPPO): one budget, one seed."""
-    from dynacppo_lite.config import Config
+    from dynacppo_lite.config import TOY_CONTROL, Config
 
     if smoke:
         common = dict(env_id=SMOKE_ENV, total_steps=8_000, steps_per_iter=1_000, num_envs=1,
                       pi_lr=3e-3, model_start_iter=2, model_hidden=(64, 64), ensemble_size=3,
-                      model_fit_epochs=5)
+                      model_fit_epochs=5, **TOY_CONTROL)
     else:
         common = dict(env_id=FULL_ENV, total_steps=1_000_000, steps_per_iter=4_000, num_envs=2)
     return [Config(algo=algo, seed=seed, device=device, log_dir=str(log_dir),

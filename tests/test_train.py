@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dynacppo_lite.cli import main as cli_main
-from dynacppo_lite.config import Config
+from dynacppo_lite.config import TOY_CONTROL, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
 from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, RunDirError, load_checkpoint
 from dynacppo_lite.schedules import ModeSwitch, linear
@@ -20,10 +20,8 @@ from dynacppo_lite.train import Trainer, train
 
 
 def toy_config(tmp_path, **kw):
-    # The toy task answers within an iteration, so its multiplier and controller may move fast.
     base = dict(env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1, steps_per_iter=1_000,
-                lagrangian_lr=0.2, pid_ki=0.3, pid_kp=1.0, log_dir=str(tmp_path), pi_lr=3e-3,
-                checkpoint_every=2)
+                log_dir=str(tmp_path), pi_lr=3e-3, checkpoint_every=2, **TOY_CONTROL)
     base.update(kw)
     return Config(**base)
 
@@ -101,7 +99,7 @@ def test_config_rejects_bad_values():
                     ({"lower_clip": 1.0}, "lower_clip")]:
         with pytest.raises(ValueError, match=msg):
             Config(**kw).validate()
-    assert Config().kl_budget == pytest.approx(0.02 / (2 * np.log(2) - 1))
+    assert Config(kl=0.02).kl_budget == pytest.approx(0.02 / (2 * np.log(2) - 1))
     cfg = Config(hidden=(32, 16))
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
