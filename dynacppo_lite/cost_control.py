@@ -13,8 +13,8 @@ Its output u is the margin in units of the largest cost change the trust region 
     cost_margin = u * sqrt(2 kl_budget) * std(A_c),        u in [-1, 1],
 
 so u = 1 leaves the pure reward direction feasible on any batch (no constraint), u = 0 asks for
-no predicted cost increase, and u = -1 admits only pure cost descent (-A_c): at that saturation
-the trainer asks the E-step for the recovery rule (section 3.2.2). The error
+no predicted cost increase, and u = -1 admits only pure cost descent (-A_c), which is also what
+the E-step's recovery case 3 (section 3.2.2) returns where the margin cannot be met. The error
 e = (d - J_c) / max(d, 1) is clipped to [-2, 1] so one bad estimate cannot slam u to the bound.
 """
 

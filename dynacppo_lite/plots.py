@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from dynacppo_lite.envs.presets import default_cost_limit
 from dynacppo_lite.runlog import read_progress
@@ -450,3 +451,52 @@ def plot_runs(run_dirs: Sequence[str | Path], *, smoothing: int = 1,
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return axes
+
+
+#: What :func:`plot_diagnostics` draws, one panel each: (title, y label).
+DIAGNOSTIC_PANELS = (("cost estimate (window) +- 1 s.e.", "episode cost"),
+                     ("controller: u (cppo) or lambda (ppo-lag)", "u or lambda"),
+                     ("realised KL per iteration", "approx. KL"),
+                     ("M-step reach: slope of r - 1 on v - 1", "slope"))
+
+
+def plot_diagnostics(runs: Mapping[str, Sequence[str | Path]], axes: Sequence[plt.Axes] | None = None,
+                     cost_limit: float | None = None,
+                     target_kl: float | None = None) -> Sequence[plt.Axes]:
+    """The per-iteration numbers that make a cost-control failure visible, for groups of runs
+    ``{label: [run_dir, ...]}`` (the mean over a group's seeds is drawn): the windowed cost
+    estimate with its standard error, the controller's output (CPPO's margin fraction u, or
+    PPO-Lag's multiplier lambda), the realised KL of the policy update, and the M-step's reach."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(18, 3.6))
+    ax_est, ax_ctl, ax_kl, ax_reach = axes
+    for label, dirs in runs.items():
+        dfs = [read_progress(d) for d in dirs]
+        n = min(len(d) for d in dfs)
+        steps = dfs[0]["step"].to_numpy()[:n]
+
+        def mean(key: str, frames: list = dfs, n: int = n) -> np.ndarray:
+            # A column a run does not log (or an older run lacks) counts as NaN.
+            return np.mean([pd.to_numeric(d[key], errors="coerce").to_numpy(float)[:n]
+                            if key in d else np.full(n, np.nan) for d in frames], axis=0)
+
+        est, se = mean("cost_est"), mean("cost_est_se")
+        line, = ax_est.plot(steps, est, label=label)
+        ax_est.fill_between(steps, est - se, est + se, color=line.get_color(), alpha=0.2)
+        for key, name in (("margin_u", "u"), ("lagrange", "lambda")):
+            if np.isfinite(mean(key)).any():
+                ax_ctl.plot(steps, mean(key), color=line.get_color(), label=f"{label}: {name}")
+        ax_kl.plot(steps, mean("kl"), color=line.get_color(), label=label)
+        if np.isfinite(mean("reach")).any():
+            ax_reach.plot(steps, mean("reach"), color=line.get_color(), label=label)
+    if cost_limit is not None:
+        ax_est.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
+    if target_kl is not None:
+        ax_kl.axhline(target_kl, color="k", ls="--", lw=1, label=f"KL early stop {target_kl:g}")
+    for ax, (title, ylabel) in zip(axes, DIAGNOSTIC_PANELS, strict=True):
+        ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return axes
+

@@ -112,60 +112,37 @@ def reference_curve(task: str) -> tuple[str, pd.DataFrame] | None:
                                 "ep_cost": ref["EpCost"]})
 
 
-#: The per-iteration diagnostics plotted under the curves: (column, title).
-DIAGNOSTICS = [("cost_est", "cost estimate (window) and +-1 s.e."),
-               ("control", "controller: u (cppo), lambda (ppo-lag)"),
-               ("kl", "realised KL per iteration"),
-               ("reach", "M-step reach (slope of r-1 on v-1)")]
-
-
 def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Path,
               target_kl: float | None = None) -> Path:
-    """Return and cost (mean and min-max over seeds, reference curve dashed), and under them
-    the diagnostics that make a failure visible: the cost estimate with its standard error, the
+    """Return and cost (mean and min-max over seeds, the reference curve dotted) and, under
+    them, ``plots.plot_diagnostics``: the cost estimate with its standard error, the
     controller's output, the realised KL and the M-step's reach."""
     import matplotlib.pyplot as plt
 
+    from dynacppo_lite.plots import plot_diagnostics
+
     fig, axes = plt.subplots(2, 3, figsize=(15, 7))
-    ax_ret, ax_cost, ax_est, ax_ctl, ax_kl, ax_reach = axes.ravel()
+    ax_ret, ax_cost = axes[0, 0], axes[0, 1]
     for label, dirs in runs.items():
         dfs = [pd.read_csv(d / "progress.csv") for d in dirs]
         n = min(len(d) for d in dfs)
         steps = dfs[0]["step"].to_numpy()[:n]
-
-        def stack(key: str, frames: list[pd.DataFrame] = dfs, n: int = n) -> np.ndarray:
-            return np.stack([pd.to_numeric(d[key], errors="coerce").to_numpy()[:n] for d in frames])
-
         color = None
         for ax, key in ((ax_ret, "ep_return"), (ax_cost, "ep_cost")):
-            y = stack(key)
+            y = np.stack([d[key].to_numpy()[:n] for d in dfs])
             line, = ax.plot(steps, y.mean(0), label=f"{label} ({len(dfs)} seeds)", color=color)
             color = line.get_color()
             ax.fill_between(steps, y.min(0), y.max(0), color=color, alpha=0.2)
-        est, se = stack("cost_est").mean(0), stack("cost_est_se").mean(0)
-        ax_est.plot(steps, est, color=color, label=label)
-        ax_est.fill_between(steps, est - se, est + se, color=color, alpha=0.2)
-        control = "lagrange" if dfs[0]["lagrange"].notna().any() else "margin_u"
-        if dfs[0][control].notna().any():
-            ax_ctl.plot(steps, stack(control).mean(0), color=color,
-                        label=f"{label}: {'lambda' if control == 'lagrange' else 'u'}")
-        ax_kl.plot(steps, stack("kl").mean(0), color=color, label=label)
-        if dfs[0]["reach"].notna().any():
-            ax_reach.plot(steps, stack("reach").mean(0), color=color, label=label)
     ref = reference_curve(task)
     if ref is not None:
         for ax, key in ((ax_ret, "ep_return"), (ax_cost, "ep_cost")):
             ax.plot(ref[1]["step"], ref[1][key], "k:", label=f"{ref[0]} (reference, 1 seed)")
-    for ax in (ax_cost, ax_est):
-        ax.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
-    if target_kl is not None:
-        ax_kl.axhline(target_kl, color="k", ls="--", lw=1, label=f"KL early stop {target_kl:g}")
-    titles = [f"{task}: return", f"{task}: cost", *(t for _, t in DIAGNOSTICS)]
-    for ax, title in zip(axes.ravel(), titles, strict=True):
-        ax.set(title=title, xlabel="environment steps")
+    ax_cost.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
+    for ax, what in ((ax_ret, "return"), (ax_cost, "cost")):
+        ax.set(title=f"{task}: episode {what}", xlabel="environment steps")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
+    plot_diagnostics(runs, axes=[axes[0, 2], *axes[1]], cost_limit=cost_limit, target_kl=target_kl)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -220,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = {label: ds for label, ds in runs.items() if ds}
         if not runs:
             continue
-        fig = plot_task(task, runs, limit, args.figures / f"learning_{task}.png")
+        target_kl = json.loads((next(iter(runs.values()))[0] / "config.json").read_text())["target_kl"]
+        fig = plot_task(task, runs, limit, args.figures / f"learning_{task}.png", target_kl)
         scored = {label: [summarise(pd.read_csv(d / "progress.csv"), limit, target, args.marks)
                           for d in ds] for label, ds in runs.items()}
         ref = reference_curve(task)
