@@ -175,10 +175,10 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
 
 def report(args: argparse.Namespace, variants: list[Variant],
            done: dict[tuple[str, str, int], Path], command: str, started: float) -> list[dict]:
-    """The suite's table (``<out>/learning.md``, ``.json``, ``runs.json``) and one figure per
-    task from the finished runs ``done[(task, label, seed)] = run_dir``; ``args`` carries the
-    grid and output options of :func:`main` (tasks, seeds, steps, marks, target_return,
-    figures, out). Also what ``sweep`` ends with."""
+    """The suite's table (markdown and JSON in ``args.out``, with the run directories in
+    ``runs.json``) and one figure per task from the finished runs
+    ``done[(task, label, seed)] = run_dir``; ``args`` carries the grid and output options of
+    :func:`main` (tasks, seeds, steps, marks, target_return, figures, out). Also what ``sweep`` ends with."""
     rows = []
     for k, task in enumerate(args.tasks):
         limit = default_cost_limit(task)
