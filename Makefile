@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	# --no-deps: safety-gymnasium pins pygame==2.1.0 (no 3.11 wheel); gymnasium-robotics pins
 	# numpy<1.24, which it needs only for its own robot tasks. Their real needs are in pyproject.
 	$(BIN)/pip install --quiet --no-deps "safety-gymnasium==1.0.0" "gymnasium-robotics==1.2.2"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# sweep: Ray, for the sweep test (`make test` runs a tiny Ray grid).
+	$(BIN)/pip install --quiet -e ".[dev,sweep]"
 	touch $(STAMP)
 
 # The whole suite: unit tests, then every notebook executed by nbval in smoke mode.

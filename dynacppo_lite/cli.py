@@ -1,4 +1,4 @@
-"""``python -m dynacppo_lite {train,bench,figures} ...``: the command line."""
+"""``python -m dynacppo_lite {train,bench,sweep,figures} ...``: the command line."""
 
 from __future__ import annotations
 
@@ -105,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
     bench.add_argument("suite", choices=BENCH_SUITES)
+    sub.add_parser("sweep", help="a grid of algorithms x tasks x seeds as Ray tasks (see sweep --help)",
+                   add_help=False)
     sub.add_parser("figures", help="regenerate the figures in figures/ from the library")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "bench":
             return importlib.import_module(f"dynacppo_lite.bench.{args.suite}").main(rest)
+        if args.command == "sweep":
+            from dynacppo_lite.bench.sweep import main as sweep_main
+
+            return sweep_main(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "figures":

@@ -22,10 +22,15 @@ def test_bench_throughput_tiny(tmp_path):
     assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo", "dyna-cppo",
                      "--workers", "1", "--steps", "3000", "--steps-per-iter", "1000",
                      "--raw-steps", "500", "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "throughput.json").read_text())["results"]
+    results = json.loads((tmp_path / "throughput.json").read_text())["results"]
+    (env_row,) = results["envs"]
+    assert env_row["single_env_sps"] > 0 and env_row["make_env_sps"] > 0
+    assert env_row["make_env_gymnasium_sps"] > 0
+    rows = results["training"]
     assert [r["algo"] for r in rows] == ["cppo", "dyna-cppo"]
     for r in rows:
         assert r["train_sps"] > 0 and 0 < r["ratio"] and r["peak_rss_MiB"] > 0
+        assert np.isclose(r["ratio_single"], r["train_sps"] / env_row["single_env_sps"])
         assert abs(sum(r[k] for k in r if k.startswith("t_")) - 1.0) < 0.05  # phases cover it all
     assert rows[1]["t_model"] > 0
 

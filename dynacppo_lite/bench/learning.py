@@ -150,44 +150,12 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench learning", description=__doc__)
-    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
-    p.add_argument("--algos", nargs="+", default=["cppo", "ppo-lag", "dyna-cppo"],
-                   help="algorithms, or variants LABEL=ALGO[,FIELD=VALUE...]")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps per run")
-    p.add_argument("--steps-per-iter", type=int, default=4_000)
-    p.add_argument("--marks", type=int, nargs="*", default=[],
-                   help="also report return/cost over the last 10%% of steps before each mark")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a Config override for every run")
-    p.add_argument("--target-return", type=float, nargs="*", default=None,
-                   help="one per task: report steps to reach it under the cost limit")
-    p.add_argument("--jobs", type=int, default=2, help="training processes at once")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--log-dir", type=Path, default=Path("bench_results/learning/runs"))
-    p.add_argument("--figures", type=Path, default=Path("figures/benchmarks"))
-    p.add_argument("--out", type=Path, default=Path("bench_results/learning"))
-    args = p.parse_args(argv)
-    if args.target_return and len(args.target_return) != len(args.tasks):
-        p.error("--target-return needs one value per task")
-    variants = [Variant.parse(a) for a in args.algos]
-    started = time.time()
-    jobs = [(t, v, s) for t in args.tasks for v in variants for s in args.seeds]
-
-    def attempt(job: tuple[str, Variant, int]) -> Path | None:
-        try:
-            return run_one(*job, args.steps, args.log_dir, args.device, args.steps_per_iter,
-                           args.overrides)
-        except RuntimeError as exc:  # one failed run is reported; the others go on
-            print(f"bench learning: {exc}", file=sys.stderr)
-            return None
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        dirs = list(pool.map(attempt, jobs))
-    done = {(t, v.label, s): d for (t, v, s), d in zip(jobs, dirs, strict=True) if d is not None}
+def report(args: argparse.Namespace, variants: list[Variant],
+           done: dict[tuple[str, str, int], Path], command: str, started: float) -> list[dict]:
+    """The suite's table (markdown and JSON in ``args.out``, with the run directories in
+    ``runs.json``) and one figure per task from the finished runs
+    ``done[(task, label, seed)] = run_dir``; ``args`` carries the grid and output options of
+    :func:`main` (tasks, seeds, steps, marks, target_return, figures, out). Also what ``sweep`` ends with."""
     rows = []
     for k, task in enumerate(args.tasks):
         limit = default_cost_limit(task)
@@ -218,9 +186,56 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, cols) + (
         "\n\nreturn/cost: mean episode return and cost over the last 10% of steps (of the run, or "
         "before each mark @), mean and std over seeds.")
-    write_results(args.out, "learning", "Learning: same budget and seeds", table, rows,
-                  command_line("learning", argv), started)
+    write_results(args.out, "learning", "Learning: same budget and seeds", table, rows, command,
+                  started)
     (args.out / "runs.json").write_text(json.dumps({f"{t}|{a}|{s}": str(d) for (t, a, s), d in done.items()}))
+    return rows
+
+
+def add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a learning grid and its report (shared with ``sweep``)."""
+    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+    p.add_argument("--algos", nargs="+", default=["cppo", "ppo-lag", "dyna-cppo"],
+                   help="algorithms, or variants LABEL=ALGO[,FIELD=VALUE...]")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps per run")
+    p.add_argument("--steps-per-iter", type=int, default=4_000)
+    p.add_argument("--marks", type=int, nargs="*", default=[],
+                   help="also report return/cost over the last 10%% of steps before each mark")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a Config override for every run")
+    p.add_argument("--target-return", type=float, nargs="*", default=None,
+                   help="one per task: report steps to reach it under the cost limit")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log-dir", type=Path, default=Path("bench_results/learning/runs"))
+    p.add_argument("--figures", type=Path, default=Path("figures/benchmarks"))
+    p.add_argument("--out", type=Path, default=Path("bench_results/learning"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench learning", description=__doc__)
+    add_grid_arguments(p)
+    p.add_argument("--jobs", type=int, default=2, help="training processes at once")
+    args = p.parse_args(argv)
+    if args.target_return and len(args.target_return) != len(args.tasks):
+        p.error("--target-return needs one value per task")
+    variants = [Variant.parse(a) for a in args.algos]
+    started = time.time()
+    jobs = [(t, v, s) for t in args.tasks for v in variants for s in args.seeds]
+
+    def attempt(job: tuple[str, Variant, int]) -> Path | None:
+        try:
+            return run_one(*job, args.steps, args.log_dir, args.device, args.steps_per_iter,
+                           args.overrides)
+        except RuntimeError as exc:  # one failed run is reported; the others go on
+            print(f"bench learning: {exc}", file=sys.stderr)
+            return None
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        dirs = list(pool.map(attempt, jobs))
+    done = {(t, v.label, s): d for (t, v, s), d in zip(jobs, dirs, strict=True) if d is not None}
+    report(args, variants, done, command_line("learning", argv), started)
     failed = len(jobs) - len(done)
     if failed:
         print(f"bench learning: {failed} of {len(jobs)} runs failed (see above)", file=sys.stderr)

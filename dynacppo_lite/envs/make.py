@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from dynacppo_lite.envs.presets import PRESETS
 from dynacppo_lite.envs.toy import TOY_ENV_ID, ToySpeedLimitEnv
+from dynacppo_lite.envs.vector import AsyncSafeVectorEnv, SyncSafeVectorEnv
 from dynacppo_lite.envs.wrappers import CostInInfo, NormalizeObservation, SafeVectorEnv
 
 
@@ -31,10 +32,14 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"unknown env id {env_id!r}.{hint}")
 
 
-def _single_env_factory(env_id: str, *, fast: bool, render_mode: str | None,
-                        max_episode_steps: int | None) -> Callable[[], gym.Env]:
+def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | None = None,
+                       max_episode_steps: int | None = None) -> Callable[[], gym.Env]:
+    """A factory of one ``env_id`` env stepping with the 6-tuple ``(obs, reward, cost,
+    terminated, truncated, info)``: what :func:`make_env` batches (``bench throughput`` times
+    it alone as the raw env). Arguments as :func:`make_env`'s."""
+    check_env_id(env_id)
     if env_id == TOY_ENV_ID:
-        return lambda: CostInInfo(ToySpeedLimitEnv())
+        return ToySpeedLimitEnv
     kwargs: dict = {}
     if env_id in PRESETS:
         preset = PRESETS[env_id]
@@ -45,21 +50,20 @@ def _single_env_factory(env_id: str, *, fast: bool, render_mode: str | None,
     def factory() -> gym.Env:
         from dynacppo_lite.envs.fast import make_safety_env
 
-        return CostInInfo(make_safety_env(env_id, fast=fast, render_mode=render_mode, **kwargs))
+        return make_safety_env(env_id, fast=fast, render_mode=render_mode, **kwargs)
 
     return factory
 
 
 def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bool = True,
              fast: bool = True, render_mode: str | None = None,
-             max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
+             max_episode_steps: int | None = None, lean: bool = True) -> gym.vector.VectorEnv:
     """A vector env over ``num_envs`` copies of ``env_id`` that steps with the 6-tuple API.
 
     Args:
         env_id: a Safety-Gymnasium id (``SafetyPointGoal1-v0``), a preset
             (``CPPO-PointCircle1-v0``) or the toy task (``ToySpeedLimit-v0``).
-        num_envs: one env runs in this process (``SyncVectorEnv``); more run in async worker
-            processes (``AsyncVectorEnv``), one per env.
+        num_envs: one env runs in this process; more run in worker processes, one per env.
         seed: the first ``reset()`` seeds env ``i`` with ``seed + i``; action spaces are
             seeded too.
         normalize_obs: wrap in :class:`NormalizeObservation` (running mean/var).
@@ -67,6 +71,10 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
             ``envs/fast.py``); ``False`` gives stock behaviour for comparison.
         render_mode: passed to each env (``"rgb_array"`` for videos).
         max_episode_steps: override the task's episode length.
+        lean: the package's own vector envs (:mod:`dynacppo_lite.envs.vector`: same numbers,
+            less work per step, shared memory for the workers); ``False`` gives gymnasium's
+            ``SyncVectorEnv``/``AsyncVectorEnv`` under :class:`SafeVectorEnv` for comparison,
+            whose ``info`` also carries the sub-envs' own keys.
 
     Returns:
         ``env`` with ``env.step(a) -> (obs, reward, cost, terminated, truncated, info)``, all
@@ -75,16 +83,21 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    check_env_id(env_id)
-    factory = _single_env_factory(env_id, fast=fast, render_mode=render_mode,
-                                  max_episode_steps=max_episode_steps)
-    if num_envs == 1:
-        vec: gym.vector.VectorEnv = gym.vector.SyncVectorEnv([factory])
+    factory = single_env_factory(env_id, fast=fast, render_mode=render_mode,
+                                 max_episode_steps=max_episode_steps)
+    env: gym.vector.VectorEnv
+    if lean:
+        env = (SyncSafeVectorEnv if num_envs == 1 else AsyncSafeVectorEnv)([factory] * num_envs,
+                                                                          seed=seed)
     else:
-        vec = gym.vector.AsyncVectorEnv([factory] * num_envs)
-    vec.action_space.seed(seed)
-    vec.single_action_space.seed(seed)
-    env: gym.vector.VectorEnv = SafeVectorEnv(vec, seed=seed)
+        def wrapped() -> gym.Env:
+            return CostInInfo(factory())
+
+        vec = (gym.vector.SyncVectorEnv if num_envs == 1 else gym.vector.AsyncVectorEnv)(
+            [wrapped] * num_envs)
+        env = SafeVectorEnv(vec, seed=seed)
+    env.action_space.seed(seed)
+    env.single_action_space.seed(seed)
     if normalize_obs:
         env = NormalizeObservation(env)
     return env
