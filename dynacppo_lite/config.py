@@ -102,10 +102,10 @@ class Config:
     """Recovery M-step mixing weight (paper appendix C.2: 0.3)."""
     cost_control: str = "pid"
     """How CPPO steers cost. ``pid``: a PI controller on the windowed cost sets the E-step's
-    margin (``cost_control.py``); at saturation the E-step goes along -A_c (recovery). ``margin``: the paper's margin
-    (d - J_c) / L, taken at the step the M-step realises (``realised_radius``); recovery only
-    where that is infeasible. ``bang-bang``: the paper's switch (Fig. 2) on that margin:
-    recovery while J_c > d until J_c < switch_ratio * d."""
+    margin (``cost_control.py``); at saturation the E-step goes along -A_c (recovery).
+    ``margin``: the paper's margin (d - J_c) / L, taken at the step the M-step realises
+    (``realised_radius``); recovery only where that is infeasible. ``bang-bang``: the paper's
+    switch (Fig. 2) on that margin: recovery while J_c > d until J_c < switch_ratio * d."""
     pid_ki: float = 0.01
     """``pid``: integral gain (change of the margin fraction u per iteration per unit of
     relative violation (d - J_c) / d)."""

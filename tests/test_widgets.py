@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dynacppo_lite.config import Config
 from dynacppo_lite.estep import solve_estep
 from dynacppo_lite.plots import smooth, synthetic_advantages
 from dynacppo_lite.widgets import EStepExplorer, MStepExplorer, RunBrowser, find_runs
@@ -16,7 +17,8 @@ PNG = b"\x89PNG"
 
 
 def test_estep_explorer_recomputes_on_every_control() -> None:
-    ex = EStepExplorer(n=256, correlation=0.6, cost_margin=0.0)
+    # The paper's KL (0.02): the margins below cross the three cases at that trust region.
+    ex = EStepExplorer(n=256, correlation=0.6, cost_margin=0.0, kl_budget=Config(kl=0.02).kl_budget)
     assert ex.updates == 1 and bytes(ex.image.value).startswith(PNG)
     first_png = ex.image.value
 
