@@ -299,10 +299,10 @@ def training_configs(smoke: bool, log_dir: str | Path, seed: int = 0,
         common = dict(env_id=SMOKE_ENV, total_steps=8_000, steps_per_iter=1_000, num_envs=1,
                       pi_lr=3e-3, model_start_iter=2, model_hidden=(64, 64), ensemble_size=3,
                       model_fit_epochs=5, **TOY_CONTROL)
-    else:
-        common = dict(env_id=FULL_ENV, total_steps=1_000_000, steps_per_iter=4_000, num_envs=2)
+    else:  # what `bench learning` runs, under its run names, so its run directories can be reused
+        common = dict(env_id=FULL_ENV, total_steps=1_000_000, steps_per_iter=4_000, num_envs=1)
     return [Config(algo=algo, seed=seed, device=device, log_dir=str(log_dir),
-                   run_name=f"{algo}_s{seed}", **common)
+                   run_name=f"{common['env_id']}_{algo}_s{seed}", **common)
             for algo in ("cppo", "ppo-lag", "dyna-cppo")]
 
 

@@ -32,8 +32,11 @@
 #
 # **Smoke mode** (CI) trains each algorithm for a few thousand steps on the toy task: the curves
 # are short but every line of the notebook runs. **Full mode** trains on SafetyPointGoal1-v0
-# for 1M steps per run: count tens of minutes to a few hours per run depending on the machine.
-# Finished runs are reused and interrupted ones resumed when the notebook is run again.
+# for 1M steps per run with the settings of `python -m dynacppo_lite bench learning` (one env,
+# 4,000-step iterations): on a 2-core CPU about 7 min for cppo and for ppo-lag and 15 min for
+# dyna-cppo, so well under an hour in all (a GPU adds little for these small networks).
+# Finished runs are reused and interrupted ones resumed when the notebook is run again, and a
+# `bench learning` run directory with the same runs (seed 0) can be copied in to reuse it.
 #
 # ## Headless rendering: EGL
 #
@@ -71,7 +74,7 @@ from IPython.display import Image, display
 
 from dynacppo_lite.exercises import check_run_summary
 from dynacppo_lite.figures import figure_path, project_root, render_policy_gif, training_configs
-from dynacppo_lite.plots import plot_learning_curves, plot_runs, run_cost_limit
+from dynacppo_lite.plots import plot_diagnostics, plot_learning_curves, plot_runs, run_cost_limit
 from dynacppo_lite.runlog import read_progress
 from dynacppo_lite.train import resolve_device, train
 
@@ -135,8 +138,16 @@ if not SMOKE:
 #
 # Every iteration's row carries the diagnostics of its update. Three tell each algorithm's story:
 #
-# * **CPPO**: `mode` is `recovery` while the measured cost is above the limit (until it falls
-#   below `switch_ratio` times the limit), and `cost_margin` is the E-step's $d'$;
+# * **CPPO**: every cost decision steers by `cost_est`, the mean cost of the last 20 finished
+#   episodes (`cost_est_se` is its standard error: one 1000-step Goal episode's cost has a
+#   standard deviation of 30-80, so the 4 episodes of one iteration would be far too noisy).
+#   A PI controller turns the violation into `margin_u`, the E-step's cost margin as a fraction
+#   of the largest cost change the trust region allows: 1 = ignore cost, 0 = no predicted cost
+#   increase, -1 = pure cost descent (`mode` is then `recovery`). The paper's $d'$ is logged as
+#   `cost_margin`; the paper's bang-bang switch is `Config(cost_control="bang-bang")`.
+#   `kl` is the KL the policy update realised and `reach` the slope of $r - 1$ on $v - 1$: the
+#   M-step follows only 5-15% of the E-step's per-sample target, which is why the package's
+#   E-step KL is 0.1 rather than the paper's 0.02 (see `Config.kl`);
 # * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
 # * **Dyna-CPPO**: `imagined_frac` is the share of imagined samples in the batch, and
 #   `loss_dyn_holdout` the model's held-out error.
@@ -155,8 +166,11 @@ for algo, run in runs.items():
 display(pd.DataFrame(rows).set_index("algo"))
 
 # %%
+plot_diagnostics({algo: [run] for algo, run in runs.items()}, cost_limit=run_cost_limit(runs["cppo"]),
+                 target_kl=configs[0].target_kl)
+
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-plot_runs([runs["cppo"]], metrics=["cost_margin"], cost_limit=None, axes=[axes[0]], labels=["cppo"])
+plot_runs([runs["cppo"]], metrics=["margin_u"], cost_limit=None, axes=[axes[0]], labels=["cppo"])
 plot_runs([runs["ppo-lag"]], metrics=["lagrange"], cost_limit=None, axes=[axes[1]], labels=["ppo-lag"])
 plot_runs([runs["dyna-cppo"]], metrics=["imagined_frac"], cost_limit=None, axes=[axes[2]],
           labels=["dyna-cppo"])
