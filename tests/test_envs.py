@@ -2,6 +2,9 @@
 
 import dataclasses
 import importlib
+import os
+import subprocess
+import sys
 
 import mujoco
 import numpy as np
@@ -221,6 +224,24 @@ def test_car_agent_builds_with_its_joint_sensors(fast):
     assert obs.shape == env.observation_space.shape
     env.step(np.zeros(2))
     env.close()
+
+
+def test_torch_optimizer_after_mujoco_in_egl_mode_does_not_crash():
+    """With PyPI's CUDA torch, triton (loaded by the first torch optimizer) and Mesa's EGL (loaded
+    by mujoco 2.3.3 at import under MUJOCO_GL=egl) crashed the process with a segfault (Python
+    3.10); `make setup` removes triton where there is no NVIDIA GPU. Run in a fresh process."""
+    code = (
+        "import mujoco\n"
+        "from dynacppo_lite.envs.compat import import_safety_gymnasium\n"
+        "import_safety_gymnasium()\n"
+        "import torch\n"
+        "torch.optim.Adam(torch.nn.Linear(2, 2).parameters())\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
 
 
 def test_seed_everything_repeats_random_streams():
