@@ -1,31 +1,50 @@
 # The two commands that matter: `make train` (the main job) and `make test` (the whole suite).
+# PY picks the Python (3.10 to 3.13, see README): `make setup PY=python3.12` builds .venv-python3.12/,
+# and every target takes the same PY. A pyenv version that is installed but not selected is found
+# by name (python3.12 -> $(pyenv root)/versions/3.12.x/bin/python3.12).
 PY      ?= python3
-VENV    := .venv
+VENV    ?= $(if $(filter python3,$(PY)),.venv,.venv-$(notdir $(PY)))
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+FIND_PY  = $(PY) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	ls -1 $$(pyenv root 2>/dev/null)/versions/*/bin/$(PY) 2>/dev/null | sort -V | tail -n 1
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup test lint lab train figures clean
+.PHONY: setup test test-envs lint lab train figures clean
 
 setup: $(STAMP)
 
 # Re-runs only when pyproject.toml changes: a second `make setup` installs nothing.
 $(STAMP): pyproject.toml
-	test -d $(VENV) || $(PY) -m venv $(VENV)
+	test -d $(VENV) || { py=$$($(FIND_PY)); test -n "$$py" || { echo "no $(PY) found" >&2; exit 1; }; \
+		"$$py" -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	# CPU wheel on this machine kind; an unpinned torch would pull a multi-GB CUDA build.
+	# torch 2.13.0: on Python 3.11 this machine kind has the CPU wheel on disk; elsewhere PyPI's only
+	# Linux torch is the CUDA build (~530 MB + ~3 GB of nvidia-* packages, ~1-2 min here), which
+	# runs on the CPU too.
 	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet torch
 	# --no-deps: safety-gymnasium pins pygame==2.1.0 (no 3.11 wheel); gymnasium-robotics pins
 	# numpy<1.24, which it needs only for its own robot tasks. Their real needs are in pyproject.
 	$(BIN)/pip install --quiet --no-deps "safety-gymnasium==1.0.0" "gymnasium-robotics==1.2.2"
 	# sweep: Ray, for the sweep test (`make test` runs a tiny Ray grid).
 	$(BIN)/pip install --quiet -e ".[dev,sweep]"
+	# The CUDA torch brings triton (torch.compile's GPU compiler, never used here). Its LLVM and
+	# Mesa's (loaded for MUJOCO_GL=egl) crash the process when both are loaded: a segfault at the
+	# first torch optimizer on Python 3.10, where mujoco 2.3.3 opens EGL at import. Without an
+	# NVIDIA GPU triton can do nothing, so there it is removed (torch works without it).
+	nvidia-smi -L >/dev/null 2>&1 || $(BIN)/pip uninstall --quiet --yes triton 2>/dev/null || true
 	touch $(STAMP)
 
 # The whole suite: unit tests, then every notebook executed by nbval in smoke mode.
 test: setup
 	DYNACPPO_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+
+# What depends on the Python, mujoco, numpy and torch versions: the envs, the fast path against
+# stock, the dynamics model and the trainer. CI runs it on a second Python (`PY=python3.12`).
+ENV_TESTS := tests/test_envs.py tests/test_fast_env.py tests/test_dynamics.py tests/test_train.py
+test-envs: setup
+	$(BIN)/python -m pytest $(ENV_TESTS)
 
 lint: setup
 	$(BIN)/ruff check .

