@@ -20,8 +20,8 @@ from dynacppo_lite.train import Trainer, train
 
 
 def toy_config(tmp_path, **kw):
-    base = dict(env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1, steps_per_iter=1_000, lagrangian_lr=0.2, pid_ki=0.3,
-                log_dir=str(tmp_path), pi_lr=3e-3, checkpoint_every=2)
+    base = dict(env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1, steps_per_iter=1_000, lagrangian_lr=0.2,
+                pid_ki=0.3, log_dir=str(tmp_path), pi_lr=3e-3, checkpoint_every=2)
     base.update(kw)
     return Config(**base)
 
