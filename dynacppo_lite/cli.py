@@ -1,4 +1,4 @@
-"""``python -m dynacppo_lite {train,bench,figures} ...``: the command line."""
+"""``python -m dynacppo_lite {train,evaluate,check,bench,figures} ...``: the command line."""
 
 from __future__ import annotations
 
@@ -98,11 +98,59 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_parser(sub: argparse._SubParsersAction) -> None:
+    from dynacppo_lite.exercises import EXERCISES
+
+    p = sub.add_parser("check", help="grade one exercise from a .py file (exit 0 pass, 1 fail)",
+                       description="Import the learner's function from FILE.py, run the "
+                       "exercise's checker, print the verdict and the hint; exit 0 if every "
+                       "case passed, 1 otherwise.")
+    p.add_argument("exercise", choices=sorted(EXERCISES), metavar="EXERCISE",
+                   help=f"one of {', '.join(sorted(EXERCISES))}")
+    p.add_argument("file", metavar="FILE.py", help="a Python file that defines the function")
+    p.add_argument("--function", help="the function's name (default: the notebook's, e.g. my_gae "
+                   "for gae; or the file's only function)")
+
+
+def run_check(exercise: str, file: str, function: str | None = None) -> int:
+    """``python -m dynacppo_lite check``: 0 when the function in ``file`` passes, else 1."""
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from dynacppo_lite.exercises import EXERCISES
+
+    check, default_name, notebook = EXERCISES[exercise]
+    path = Path(file)
+    if not path.is_file():
+        print(f"{exercise}: FAIL: no such file {file}")
+        return 1
+    spec = importlib.util.spec_from_file_location(f"_submission_{exercise}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the learner's file: anything can happen
+        print(f"{exercise}: FAIL: importing {file} raised {type(exc).__name__}: {exc}")
+        return 1
+    own = {n: f for n, f in vars(module).items()
+           if inspect.isfunction(f) and f.__module__ == module.__name__ and not n.startswith("_")}
+    name = function or (default_name if default_name in own or len(own) != 1 else next(iter(own)))
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        print(f"{exercise}: FAIL: {file} defines no function {name!r} (notebook {notebook} asks "
+              f"for {default_name}; choose another with --function)")
+        return 1
+    result = check(fn, quiet=True, strict=False)
+    print(("PASS: " if result.passed else "FAIL: ") + result.message)
+    return 0 if result.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m dynacppo_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _check_parser(sub)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
     bench.add_argument("suite", choices=BENCH_SUITES)
     sub.add_parser("figures", help="regenerate the figures in figures/ from the library")
@@ -112,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module(f"dynacppo_lite.bench.{args.suite}").main(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "check":
+            return run_check(args.exercise, args.file, args.function)
         if args.command == "figures":
             from dynacppo_lite.figures import regenerate
 

@@ -98,9 +98,15 @@ def _compare_label(got: Any, want: Any) -> tuple[bool, str]:
     return (got == want), f"expected {want!r}, got {got!r}"
 
 
-def check_estep_case(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.estep", "dynacppo_lite.plots")
+
+
+def check_estep_case(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+                     library_ok: bool = False) -> CheckResult:
     """Check ``fn(adv_r, adv_c, *, cost_margin, kl_budget) -> str``: the case of Theorem 3.4
     (``"unconstrained"``, ``"constrained"`` or ``"infeasible"``), no element-wise bound.
     The reference agrees with ``estep.solve_estep`` (see tests/test_exercises.py)."""
     return run_cases("check_estep_case", fn, _estep_cases(), reference_estep_case, _ESTEP_MISTAKES,
-                     _compare_label, quiet)
+                     _compare_label, quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)
