@@ -98,6 +98,44 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="episodes of a trained run's policy: return, cost, length",
+                       description="Run episodes of a run's policy with the observation normaliser "
+                       "frozen and print one row per episode and the means.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--stochastic", action="store_true", help="sample actions (default: the mean)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--out", metavar="FILE", help="also write the table (.md) or the results (.json)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dynacppo_lite.evaluation import evaluate
+    from dynacppo_lite.runlog import check_run_dir
+
+    check_run_dir(args.run_dir, resume=True)
+    ev = evaluate(args.run_dir, episodes=args.episodes, deterministic=not args.stochastic,
+                  seed=args.seed)
+    policy = "stochastic" if args.stochastic else "deterministic"
+    text = (f"{ev.env_id}, {len(ev.returns)} episodes, {policy} policy, seed {ev.seed}\n\n{ev.table()}\n\n"
+            f"mean cost {ev.mean_cost:.3f} {'<=' if ev.satisfied else '>'} cost limit {ev.cost_limit:g}: "
+            f"{'meets' if ev.satisfied else 'violates'} the limit")
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            import json
+
+            out.write_text(json.dumps(ev.to_dict(), indent=2))
+        else:
+            out.write_text(text + "\n")
+        print(f"written: {out}")
+    return 0
+
+
 def _check_parser(sub: argparse._SubParsersAction) -> None:
     from dynacppo_lite.exercises import EXERCISES
 
@@ -150,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dynacppo_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _evaluate_parser(sub)
     _check_parser(sub)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
     bench.add_argument("suite", choices=BENCH_SUITES)
@@ -160,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module(f"dynacppo_lite.bench.{args.suite}").main(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "evaluate":
+            return _run_evaluate(args)
         if args.command == "check":
             return run_check(args.exercise, args.file, args.function)
         if args.command == "figures":

@@ -35,6 +35,7 @@ a plug-in that returns the wrong thing stops the run with a one-line ``PluginErr
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import types
@@ -251,11 +252,14 @@ class Trainer:
             for key in ("total_steps", "device", "checkpoint_every"):
                 setattr(saved, key, getattr(config, key))
             config = saved
-        self.cfg = cfg = config.validate()
+        config = config.validate()
+        if config.cost_limit is None:  # config.json and checkpoints record the limit used
+            config = dataclasses.replace(config, cost_limit=default_cost_limit(config.env_id))
+        self.cfg = cfg = config
         self.device = resolve_device(cfg.device)
         torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
-        self.cost_limit = cfg.cost_limit if cfg.cost_limit is not None else default_cost_limit(cfg.env_id)
+        self.cost_limit = float(cfg.cost_limit)
         self.envs = make_env(cfg.env_id, cfg.num_envs, cfg.seed, fast=cfg.fast_env,
                              max_episode_steps=cfg.max_episode_steps)
         obs_dim = self.envs.single_observation_space.shape[0]
@@ -566,14 +570,21 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Fal
 
 
 def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
-                 render_mode: str | None = None) -> tuple[Config, Any, ActorCritic]:
-    """A run's agent from its ``checkpoint.pt``, and a fresh env that scales observations with
-    the run's normaliser statistics: ``(config, envs, agent)``; the caller closes ``envs``."""
+                 render_mode: str | None = None,
+                 freeze_obs_norm: bool = True) -> tuple[Config, Any, ActorCritic]:
+    """A run's agent and a fresh env to run it in: ``(config, envs, agent)``.
+
+    ``agent`` (an ``nets.ActorCritic``: ``agent.pi`` the policy, ``agent.v_r``/``agent.v_c`` the
+    critics) is loaded from the run's ``checkpoint.pt``. ``envs`` is ``make_env(config.env_id,
+    num_envs, seed)`` scaling observations with the run's normaliser statistics, *frozen*
+    (``freeze_obs_norm``): stepping it does not change them. The caller closes ``envs``. For
+    episode returns and costs, use ``dynacppo_lite.evaluate``."""
     ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = Config.from_dict(ckpt["config"])
     envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
                     max_episode_steps=cfg.max_episode_steps)
     envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    envs.frozen = freeze_obs_norm
     agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
                         cfg.hidden, cfg.init_log_std)
     agent.load_state_dict(ckpt["agent"])

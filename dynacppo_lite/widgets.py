@@ -38,7 +38,7 @@ from dynacppo_lite.plots import (
     smooth,
     synthetic_advantages,
 )
-from dynacppo_lite.runlog import read_progress
+from dynacppo_lite.runlog import final_score, read_progress
 
 __all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "find_runs"]
 
@@ -275,7 +275,9 @@ class RunBrowser(_Explorer):
     """Browse the runs under a log directory: which runs, how much smoothing, which limit.
 
     ``result``: {"runs": selected run dirs, "smoothing": window, "cost_limit": the limit drawn
-    (None: none), "final": {run name: (smoothed last return, smoothed last cost)}}.
+    (None: none), "final": {run name: (final return, final cost)}, the package's final score
+    (``runlog.final_score``: means over the last 10% of steps, unsmoothed), "last": {run name:
+    (smoothed last return, smoothed last cost)}}.
     """
 
     figsize = (12.0, 3.8)
@@ -333,13 +335,14 @@ class RunBrowser(_Explorer):
             limit = limit_arg = float(p["cost_limit"])
         else:
             limit = limit_arg = None
-        final = {}
+        final, last = {}, {}
         for name, run in zip(names, runs, strict=True):
             df = read_progress(run)
-            final[name] = (float(smooth(df["ep_return"], p["smoothing"])[-1]),
-                               float(smooth(df["ep_cost"], p["smoothing"])[-1]))
+            final[name] = (final_score(df["step"], df["ep_return"]), final_score(df["step"], df["ep_cost"]))
+            last[name] = (float(smooth(df["ep_return"], p["smoothing"])[-1]),
+                          float(smooth(df["ep_cost"], p["smoothing"])[-1]))
         self.result = {"runs": runs, "names": names, "smoothing": p["smoothing"], "cost_limit": limit,
-                       "limit_arg": limit_arg, "final": final}
+                       "limit_arg": limit_arg, "final": final, "last": last}
 
     def draw(self) -> None:
         p, res = self.values(), self.result
@@ -353,5 +356,5 @@ class RunBrowser(_Explorer):
         axes = self.figure.subplots(1, len(metrics))
         plot_runs(res["runs"], smoothing=p["smoothing"], metrics=metrics,
                   cost_limit=res["limit_arg"], labels=res["names"], axes=list(axes))
-        self.summary.value = " | ".join(f"{name}: return {r:.2f}, cost {c:.2f}"
-                                        for name, (r, c) in res["final"].items())
+        self.summary.value = "final (last 10% of steps): " + " | ".join(
+            f"{name}: return {r:.2f}, cost {c:.2f}" for name, (r, c) in res["final"].items())

@@ -141,7 +141,7 @@ display(browser.widget)
 browser.set(smoothing=1, limit="custom", cost_limit=8.0, extra="kl")
 print("runs:", [str(p.name) for p in browser.result["runs"]], "| limit drawn:", browser.result["cost_limit"])
 for name, (ret, cost) in browser.result["final"].items():
-    print(f"  {name}: last return {ret:.2f}, last cost {cost:.2f}")
+    print(f"  {name}: final return {ret:.2f}, final cost {cost:.2f} (last 10% of steps)")
 if not SMOKE:
     browser.figure.savefig(figure_path("06_run_browser.png"), dpi=120, bbox_inches="tight")
 browser.set(smoothing=3, limit="auto", extra="none")
