@@ -10,9 +10,9 @@ and the modules ``gae``, ``estep``, ``mstep``, ``dynamics``, ``exercises``, ``pl
 
 from dynacppo_lite import train
 from dynacppo_lite.config import Config
-from dynacppo_lite.envs import make_env
+from dynacppo_lite.envs import make_env, register_env
 from dynacppo_lite.evaluation import Evaluation, evaluate
 from dynacppo_lite.train import PluginError, Trainer
 
-__all__ = ["Config", "Evaluation", "PluginError", "Trainer", "evaluate", "make_env", "train"]
+__all__ = ["Config", "Evaluation", "PluginError", "Trainer", "evaluate", "make_env", "register_env", "train"]
 __version__ = "0.1.0"

@@ -50,7 +50,7 @@ from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import MarginController, margin_from_fraction
 from dynacppo_lite.cost_estimate import CostEstimate
-from dynacppo_lite.envs import default_cost_limit, make_env
+from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.imagine import DynaModel
@@ -253,6 +253,7 @@ class Trainer:
                 setattr(saved, key, getattr(config, key))
             config = saved
         config = config.validate()
+        check_env_id(config.env_id)  # an unknown id says so before any cost-limit question
         if config.cost_limit is None:  # config.json and checkpoints record the limit used
             config = dataclasses.replace(config, cost_limit=default_cost_limit(config.env_id))
         self.cfg = cfg = config
