@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup test lint lab train figures clean
+.PHONY: setup test lint lab train figures assignments clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 
 # The whole suite: unit tests, then every notebook executed by nbval in smoke mode.
 test: setup
-	DYNACPPO_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+	# PYTHONPATH: the notebooks' kernels import this checkout (also from a git worktree).
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 lint: setup
 	$(BIN)/ruff check .
@@ -43,5 +45,10 @@ train: setup
 figures: setup
 	$(BIN)/python -m dynacppo_lite figures
 
+# Course kit: the students' copies of the notebooks (nbgrader generate_assignment) in
+# course/release/; grade with `$(BIN)/python -m dynacppo_lite grade --course course ASSIGNMENT`.
+assignments: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dynacppo_lite assignments --course course
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs course .pytest_cache

@@ -1,4 +1,5 @@
-"""``python -m dynacppo_lite {train,evaluate,check,bench,figures} ...``: the command line."""
+"""``python -m dynacppo_lite {train,evaluate,check,assignments,grade,bench,figures} ...``: the
+command line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import dataclasses
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
@@ -183,6 +185,37 @@ def run_check(exercise: str, file: str, function: str | None = None) -> int:
     return 0 if result.passed else 1
 
 
+def _course_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("assignments", help="nbgrader: the students' release of the notebooks",
+                       description="Copy the notebooks into an nbgrader course (source/) and run "
+                       "nbgrader generate_assignment: release/ holds the students' copies.")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="e.g. 02 or 02_dual_advantages "
+                   "(default: all six)")
+    p.add_argument("--course", default="course", help="the course directory (default: course)")
+    g = sub.add_parser("grade", help="nbgrader: autograde the submissions of one assignment",
+                       description="nbgrader autograde + generate_feedback for every submission in "
+                       "COURSE/submitted/<student>/ASSIGNMENT/, then print the grade table.")
+    g.add_argument("assignment", metavar="ASSIGNMENT")
+    g.add_argument("--course", default="course")
+    g.add_argument("--full", action="store_true", help="execute in full mode (default: smoke)")
+
+
+def _run_course(args: argparse.Namespace) -> int:
+    from dynacppo_lite import course
+
+    if args.command == "assignments":
+        root = course.build_course(args.course, args.notebooks or None)
+        for path in course.release(root, args.notebooks or None):
+            print(f"released: {path}")
+        print(f"withhold {root / 'source'} and {root / 'gradebook.db'} (solutions, hidden tests)")
+        return 0
+    name = course.resolve_assignments([args.assignment])[0]
+    rows = course.grade(args.course, name, smoke=not args.full)
+    print(course.format_table(rows))
+    print(f"feedback: {Path(args.course) / 'feedback'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m dynacppo_lite", description=__doc__)
@@ -190,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     _evaluate_parser(sub)
     _check_parser(sub)
+    _course_parsers(sub)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
     bench.add_argument("suite", choices=BENCH_SUITES)
     sub.add_parser("figures", help="regenerate the figures in figures/ from the library")
@@ -201,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "evaluate":
             return _run_evaluate(args)
+        if args.command in ("assignments", "grade"):
+            return _run_course(args)
         if args.command == "check":
             return run_check(args.exercise, args.file, args.function)
         if args.command == "figures":
@@ -209,6 +245,6 @@ def main(argv: list[str] | None = None) -> int:
             regenerate()
             return 0
         return _run_train(args)
-    except (ValueError, FileExistsError) as exc:  # CheckpointError, RunDirError are ValueErrors
+    except (ValueError, FileExistsError, RuntimeError) as exc:  # CheckpointError, RunDirError, CourseError
         print(f"error: {exc}", file=sys.stderr)
         return 2

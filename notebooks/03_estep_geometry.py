@@ -258,12 +258,14 @@ print(f"(both methods together: {t_ours * 1e3:.1f} ms)")
 # disc is $-R\,|A_c|$. Compare with $N d'$.
 #
 # `check_estep_case` tries eight batches and recognises the typical slips (forgetting to centre,
-# forgetting a factor $N$, reading "violating" as "infeasible", ...). A working solution ships
-# in the cell.
+# forgetting a factor $N$, reading "violating" as "infeasible", ...).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "estep_case_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def estep_case(adv_r, adv_c, *, cost_margin, kl_budget):
+    ### BEGIN SOLUTION
     a, c = adv_r - adv_r.mean(), adv_c - adv_c.mean()
     n = len(a)
     radius, kappa = np.sqrt(2 * n * kl_budget), n * cost_margin
@@ -272,7 +274,14 @@ def estep_case(adv_r, adv_c, *, cost_margin, kl_budget):
     if -radius * np.linalg.norm(c) > kappa:
         return "infeasible"
     return "constrained"
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_estep_case(estep_case)
+# %%
+result = check_estep_case(estep_case)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "estep_case_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_estep_case(estep_case)
+### END HIDDEN TESTS

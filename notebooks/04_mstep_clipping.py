@@ -226,15 +226,25 @@ fig.tight_layout()
 # for every sample (shape `(N,)`), where $\mathcal L$ is the **batch mean** above. No autograd:
 # use the three cases of 4.1. `check_mstep_gradient` compares with autograd through
 # `mstep_loss` and names the usual slips (the clip on the wrong side, the sign, the $1/N$, the
-# gradient with respect to $\log r$ instead of $r$, ...). A working solution ships in the cell.
+# gradient with respect to $\log r$ instead of $r$, ...).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "mstep_gradient_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def tracking_grad(ratio, v, lower_clip):
+    ### BEGIN SOLUTION
     grad = -(v - ratio) / len(ratio)
     clipped = (ratio < lower_clip) & (v < ratio)
     return np.where(clipped, 0.0, grad)
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_mstep_gradient(tracking_grad)
+# %%
+result = check_mstep_gradient(tracking_grad)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "mstep_gradient_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_mstep_gradient(tracking_grad)
+### END HIDDEN TESTS

@@ -194,17 +194,27 @@ display(Image(filename=str(gif)))
 # `step > 0.9 * step[-1]`, with `satisfied` true when the final cost is at most the limit.
 # `check_run_summary` tests it on made-up runs (including one whose cost sits exactly on the
 # limit). Then we apply it to our runs.
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "run_summary_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def summarise(step, ep_return, ep_cost, cost_limit):
+    ### BEGIN SOLUTION
     keep = step > 0.9 * step[-1]
     final_return, final_cost = float(ep_return[keep].mean()), float(ep_cost[keep].mean())
     return final_return, final_cost, final_cost <= cost_limit
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_run_summary(summarise)
+# %%
+result = check_run_summary(summarise)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "run_summary_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_run_summary(summarise)
+### END HIDDEN TESTS
 
 # %%
 for algo, run in runs.items():

@@ -157,19 +157,29 @@ browser.set(smoothing=3, limit="auto", extra="none")
 #
 # Write `my_smooth(y, window)`. `check_smoothing` compares it with `plots.smooth` and names the
 # usual slips (a centred window, zero padding at the start, a shorter output, an off-by-one
-# window). A working solution ships in the cell.
+# window).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "smoothing_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_smooth(y, window):
+    ### BEGIN SOLUTION
     y = np.asarray(y, dtype=float)
     out = np.empty_like(y)
     for t in range(len(y)):
         out[t] = y[max(0, t - window + 1): t + 1].mean()
     return out
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_smoothing(my_smooth)
+# %%
+result = check_smoothing(my_smooth)  # prints the verdict; a wrong answer raises with its hint
 y = np.cumsum(np.random.default_rng(SEED).normal(size=30))
 print("largest difference to plots.smooth:", float(np.abs(my_smooth(y, 5) - smooth(y, 5)).max()))
+
+# %% nbgrader={"grade": true, "grade_id": "smoothing_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_smoothing(my_smooth)
+### END HIDDEN TESTS

@@ -29,7 +29,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "world": ("envs",),
     "loop": ("config", "seeding", "schedules", "cost_estimate", "cost_control", "runlog", "batch",
              "rollout", "imagine", "train", "evaluation"),
-    "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises"),
+    "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises",
+              "course"),
 }
 
 
