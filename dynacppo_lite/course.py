@@ -6,11 +6,11 @@ SOLUTION`` and ``### END SOLUTION``; a hidden, locked test cell (``### BEGIN HID
 the exercise's checker, which raises with its hint on a wrong answer. The layout is nbgrader's::
 
     course/
-      nbgrader_config.py                  written by build_course
-      source/02_dual_advantages/02_dual_advantages.ipynb      the notebooks, with solutions
-      release/02_dual_advantages/02_dual_advantages.ipynb     students' copies (release)
-      submitted/<student>/02_dual_advantages/02_dual_advantages.ipynb   what they hand in
-      autograded/, feedback/, gradebook.db                     autograde and feedback
+      nbgrader_config.py                     written by build_course
+      source/<name>/<name>.ipynb             the notebooks, with solutions
+      release/<name>/<name>.ipynb            students' copies (release)
+      submitted/<student>/<name>/<name>.ipynb   what they hand in
+      autograded/, feedback/, gradebook.db   autograde and feedback
 
 Commands (``make assignments`` runs the first)::
 

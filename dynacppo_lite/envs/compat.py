@@ -77,3 +77,8 @@ def import_safety_gymnasium() -> ModuleType:
             "safety_gymnasium is not installed: run `make setup` (it installs "
             "safety-gymnasium==1.0.0 with --no-deps, see README)"
         ) from exc
+
+
+def safety_env_ids() -> set[str]:
+    """The ids in Safety-Gymnasium's registry."""
+    return set(import_safety_gymnasium().utils.registration.safe_registry)

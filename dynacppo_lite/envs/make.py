@@ -7,16 +7,11 @@ from collections.abc import Callable
 
 import gymnasium as gym
 
+from dynacppo_lite.envs.compat import safety_env_ids
 from dynacppo_lite.envs.custom import is_gymnasium_env, make_gymnasium_env
 from dynacppo_lite.envs.presets import PRESETS
 from dynacppo_lite.envs.toy import TOY_ENV_ID, ToySpeedLimitEnv
 from dynacppo_lite.envs.wrappers import CostInInfo, NormalizeObservation, SafeVectorEnv
-
-
-def safety_env_ids() -> set[str]:
-    from dynacppo_lite.envs.compat import import_safety_gymnasium
-
-    return set(import_safety_gymnasium().utils.registration.safe_registry)
 
 
 def known_env_ids() -> list[str]:

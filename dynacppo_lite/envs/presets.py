@@ -48,7 +48,7 @@ def default_cost_limit(env_id: str) -> float:
     if env_id in CUSTOM_COST_LIMITS:
         return CUSTOM_COST_LIMITS[env_id]
     if env_id.startswith("Safety"):
-        from dynacppo_lite.envs.make import safety_env_ids
+        from dynacppo_lite.envs.compat import safety_env_ids
 
         if env_id in safety_env_ids():
             return SAFETY_GYM_COST_LIMIT
