@@ -31,8 +31,15 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# JupyterLab rooted at the repository (jupytext finds jupytext.toml: saves reach the .py too),
+# notebooks saved without outputs (jupyter_lab_config.py), smoke mode unless FULL=1 (full mode
+# trains for hours in notebook 05), --allow-root when run as root (containers).
+FULL ?= 0
+LAB_SMOKE := $(if $(filter 1,$(FULL)),0,1)
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	DYNACPPO_SMOKE=$(LAB_SMOKE) PYTHONPATH="$(CURDIR)" $(BIN)/jupyter lab \
+		--config=jupyter_lab_config.py --ServerApp.root_dir="$(CURDIR)" $(LAB_ROOT_FLAG)
 
 # The README's main job: CPPO on SafetyPointCircle1-v0 (cost limit 25), then its learning curve.
 # An interrupted run continues from its last checkpoint when `make train` is run again.
