@@ -252,8 +252,8 @@ def plot_estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float
            xlabel="x . e1  (along centred A)", ylabel="x . e2  (centred A_c, orthogonal part)")
     ax.set_title(title if title is not None else f"case: {plane.case} (green: cost-feasible)",
                  fontsize=10)
-    if legend:
-        ax.legend(fontsize=7, loc="lower left")
+    if legend:  # below the plane: it must not cover the feasible region
+        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return ax
 
 

@@ -113,6 +113,9 @@ for cfg in configs:
         print(f"{cfg.algo:>9}: reusing {run_dir}")
     else:
         resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
+        expect = "about 15 s" if SMOKE else "tens of minutes to hours; interrupt and rerun to resume"
+        print(f"{cfg.algo:>9}: training {cfg.total_steps} steps on {cfg.env_id} ({expect})...",
+              flush=True)
         run_dir = train(cfg, resume=resume, progress=not SMOKE)
         print(f"{cfg.algo:>9}: {cfg.total_steps} steps in {time.perf_counter() - t0:.1f} s")
     runs[cfg.algo] = run_dir
@@ -138,8 +141,12 @@ if not SMOKE:
 # * **CPPO**: `mode` is `recovery` while the measured cost is above the limit (until it falls
 #   below `switch_ratio` times the limit), and `cost_margin` is the E-step's $d'$;
 # * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
-# * **Dyna-CPPO**: `imagined_frac` is the share of imagined samples in the batch, and
-#   `loss_dyn_holdout` the model's held-out error.
+# * **Dyna-CPPO**: `imagined_frac` in `progress.csv` is the share of imagined samples in the
+#   batch, and `loss_dyn_holdout` the model's held-out error. The *config's* `imagined_frac = 0.5`
+#   asks for imagined samples as a share of the *real* ones (half as many), so once the model
+#   starts (`model_start_iter`) the logged share levels off at 0.5 / (1 + 0.5) = 0.33.
+#
+# CPPO has no multiplier: its "last lambda" is "n/a".
 
 # %%
 rows = []
@@ -149,7 +156,7 @@ for algo, run in runs.items():
                  "wall time (s)": round(float(df["time_s"].iloc[-1]), 1),
                  "steps/s": round(float(df["sps"].mean())),
                  "recovery share": round(float((df["mode"] == "recovery").mean()), 2),
-                 "last lambda": df["lagrange"].iloc[-1],
+                 "last lambda": (f"{df['lagrange'].iloc[-1]:.3g}" if algo == "ppo-lag" else "n/a"),
                  "imagined share": round(float(df["imagined_frac"].fillna(0).mean()), 3),
                  "cost limit": run_cost_limit(run)})
 display(pd.DataFrame(rows).set_index("algo"))
@@ -174,6 +181,8 @@ fig.tight_layout()
 # (a couple of seconds).
 
 # %%
+print(f"rendering {GIF_STEPS} frames of {RENDER_ENV if SMOKE else configs[0].env_id} headless...",
+      flush=True)
 t0 = time.perf_counter()
 if SMOKE:
     gif = render_policy_gif(scratch / "smoke.gif", None, env_id=RENDER_ENV,

@@ -131,9 +131,12 @@ else:
     shutil.rmtree(scratch, ignore_errors=True)
     runs_dir = scratch
     for algo in ("cppo", "ppo-lag"):
+        print(f"training a short {algo} run on the toy task for the browser (5000 steps, a few "
+              "seconds)...", flush=True)
         train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=5_000, steps_per_iter=500,
                      num_envs=1, pi_lr=3e-3, seed=SEED, log_dir=str(runs_dir), run_name=algo,
                      device="cpu"))
+print(f"browsing {runs_dir}")
 browser = RunBrowser(runs_dir, smoothing=3)
 display(browser.widget)
 
