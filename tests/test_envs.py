@@ -242,3 +242,22 @@ def test_custom_env_errors_are_one_line() -> None:
         make_env("NoCost-v0", render_mode="rgb_array")
     with pytest.raises(ValueError, match="no cost limit"):
         default_cost_limit("Unknown-v0")
+
+
+def test_an_env_in_safety_gymnasiums_registry_need_not_take_render_mode() -> None:
+    from dynacppo_lite.envs.compat import import_safety_gymnasium
+
+    class NoRender(_SixTuple):
+        def __init__(self) -> None:  # no render_mode argument
+            super().__init__()
+
+    registry = import_safety_gymnasium().utils.registration
+    registry.register(id="SafetyNoRender-v0", entry_point=NoRender, max_episode_steps=5)
+    try:
+        env = make_env("SafetyNoRender-v0")
+        env.reset()
+        assert env.step(np.zeros((1, 1), np.float32))[2][0] == 0.5
+        env.close()
+    finally:
+        registry.safe_registry.discard("SafetyNoRender-v0")
+        gym.envs.registry.pop("SafetyNoRender-v0", None)
