@@ -118,3 +118,16 @@ def test_estep_result_wraps_a_bare_v() -> None:
     assert res.feasible and res.mode == "normal" and res.objective == pytest.approx(np.mean(a) + 0.05)
     assert not estep_result(np.array([1.2, 1.2, 0.8, 0.8]), a, c, cost_margin=0.0).feasible
     assert torch.is_tensor(torch.as_tensor(res.v))
+
+
+def test_patching_the_module_reaches_the_trainer(tmp_path, monkeypatch) -> None:
+    """The patch the issue tried, `dynacppo_lite.train.solve_estep = ...`, now takes effect."""
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return solve_estep(*args, **kwargs)
+
+    monkeypatch.setattr(dynacppo_lite.train, "solve_estep", counting)
+    dynacppo_lite.train(toy(tmp_path, total_steps=2_000, run_name="patched"))
+    assert len(calls) == 2
