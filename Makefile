@@ -11,7 +11,7 @@ FIND_PY  = $(PY) -c 'import sys; print(sys.executable)' 2>/dev/null || \
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup test test-envs lint lab train figures clean
+.PHONY: setup test test-envs lint lab train figures assignments clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,9 @@ $(STAMP): pyproject.toml
 
 # The whole suite: unit tests, then every notebook executed by nbval in smoke mode.
 test: setup
-	DYNACPPO_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+	# PYTHONPATH: the notebooks' kernels import this checkout (also from a git worktree).
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 # What depends on the Python, mujoco, numpy and torch versions: the envs, the fast path against
 # stock, the dynamics model and the trainer. CI runs it on a second Python (`PY=python3.12`).
@@ -49,8 +51,15 @@ test-envs: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# JupyterLab rooted at the repository (jupytext finds jupytext.toml: saves reach the .py too),
+# notebooks saved without outputs (jupyter_lab_config.py), smoke mode unless FULL=1 (full mode
+# trains for hours in notebook 05), --allow-root when run as root (containers).
+FULL ?= 0
+LAB_SMOKE := $(if $(filter 1,$(FULL)),0,1)
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	DYNACPPO_SMOKE=$(LAB_SMOKE) PYTHONPATH="$(CURDIR)" $(BIN)/jupyter lab \
+		--config=jupyter_lab_config.py --ServerApp.root_dir="$(CURDIR)" $(LAB_ROOT_FLAG)
 
 # The README's main job: CPPO on SafetyPointCircle1-v0 (cost limit 25), then its learning curve.
 # An interrupted run continues from its last checkpoint when `make train` is run again.
@@ -63,5 +72,10 @@ train: setup
 figures: setup
 	$(BIN)/python -m dynacppo_lite figures
 
+# Course kit: the students' copies of the notebooks (nbgrader generate_assignment) in
+# course/release/; grade with `$(BIN)/python -m dynacppo_lite grade --course course ASSIGNMENT`.
+assignments: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dynacppo_lite assignments --course course
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs course .pytest_cache

@@ -1,12 +1,18 @@
 """dynacppo_lite: Constrained PPO (CPPO) and Dyna-CPPO for Safety-Gymnasium, built to teach.
 
-Public API: ``make_env``, ``Config``, ``train``, and the modules ``gae``, ``estep``, ``mstep``,
-``dynamics``, ``exercises``, ``plots``, ``widgets``.
+Public API: ``make_env``, ``register_env``, ``Config``, ``Trainer``, ``train``, ``evaluate``,
+and the modules ``gae``, ``estep``, ``mstep``, ``dynamics``, ``exercises``, ``plots``,
+``widgets``.
+
+``dynacppo_lite.train`` is the module ``dynacppo_lite/train.py``; it is callable, so
+``train(cfg)`` trains (it calls ``dynacppo_lite.train.train``).
 """
 
+from dynacppo_lite import train
 from dynacppo_lite.config import Config
-from dynacppo_lite.envs import make_env
-from dynacppo_lite.train import train
+from dynacppo_lite.envs import make_env, register_env
+from dynacppo_lite.evaluation import Evaluation, evaluate
+from dynacppo_lite.train import PluginError, Trainer
 
-__all__ = ["Config", "make_env", "train"]
+__all__ = ["Config", "Evaluation", "PluginError", "Trainer", "evaluate", "make_env", "register_env", "train"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""``python -m dynacppo_lite {train,bench,sweep,figures} ...``: the command line."""
+"""``python -m dynacppo_lite {train,evaluate,check,assignments,grade,bench,sweep,figures} ...``:
+the command line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import dataclasses
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
@@ -98,11 +100,130 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="episodes of a trained run's policy: return, cost, length",
+                       description="Run episodes of a run's policy with the observation normaliser "
+                       "frozen and print one row per episode and the means.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--stochastic", action="store_true", help="sample actions (default: the mean)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--out", metavar="FILE", help="also write the table (.md) or the results (.json)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dynacppo_lite.evaluation import evaluate
+    from dynacppo_lite.runlog import check_run_dir
+
+    check_run_dir(args.run_dir, resume=True)
+    ev = evaluate(args.run_dir, episodes=args.episodes, deterministic=not args.stochastic,
+                  seed=args.seed)
+    policy = "stochastic" if args.stochastic else "deterministic"
+    text = (f"{ev.env_id}, {len(ev.returns)} episodes, {policy} policy, seed {ev.seed}\n\n{ev.table()}\n\n"
+            f"mean cost {ev.mean_cost:.3f} {'<=' if ev.satisfied else '>'} cost limit {ev.cost_limit:g}: "
+            f"{'meets' if ev.satisfied else 'violates'} the limit")
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            import json
+
+            out.write_text(json.dumps(ev.to_dict(), indent=2))
+        else:
+            out.write_text(text + "\n")
+        print(f"written: {out}")
+    return 0
+
+
+def _check_parser(sub: argparse._SubParsersAction) -> None:
+    from dynacppo_lite.exercises import EXERCISES
+
+    p = sub.add_parser("check", help="grade one exercise from a .py file (exit 0 pass, 1 fail)",
+                       description="Import the learner's function from FILE.py, run the "
+                       "exercise's checker, print the verdict and the hint; exit 0 if every "
+                       "case passed, 1 otherwise.")
+    p.add_argument("exercise", choices=sorted(EXERCISES), metavar="EXERCISE",
+                   help=f"one of {', '.join(sorted(EXERCISES))}")
+    p.add_argument("file", metavar="FILE.py", help="a Python file that defines the function")
+    p.add_argument("--function", help="the function's name (default: the notebook's, e.g. my_gae "
+                   "for gae; or the file's only function)")
+
+
+def run_check(exercise: str, file: str, function: str | None = None) -> int:
+    """``python -m dynacppo_lite check``: 0 when the function in ``file`` passes, else 1."""
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from dynacppo_lite.exercises import EXERCISES
+
+    check, default_name, notebook = EXERCISES[exercise]
+    path = Path(file)
+    if not path.is_file():
+        print(f"{exercise}: FAIL: no such file {file}")
+        return 1
+    spec = importlib.util.spec_from_file_location(f"_submission_{exercise}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the learner's file: anything can happen
+        print(f"{exercise}: FAIL: importing {file} raised {type(exc).__name__}: {exc}")
+        return 1
+    own = {n: f for n, f in vars(module).items()
+           if inspect.isfunction(f) and f.__module__ == module.__name__ and not n.startswith("_")}
+    name = function or (default_name if default_name in own or len(own) != 1 else next(iter(own)))
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        print(f"{exercise}: FAIL: {file} defines no function {name!r} (notebook {notebook} asks "
+              f"for {default_name}; choose another with --function)")
+        return 1
+    result = check(fn, quiet=True, strict=False)
+    print(("PASS: " if result.passed else "FAIL: ") + result.message)
+    return 0 if result.passed else 1
+
+
+def _course_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("assignments", help="nbgrader: the students' release of the notebooks",
+                       description="Copy the notebooks into an nbgrader course (source/) and run "
+                       "nbgrader generate_assignment: release/ holds the students' copies.")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help="e.g. 02 or 02_dual_advantages "
+                   "(default: all six)")
+    p.add_argument("--course", default="course", help="the course directory (default: course)")
+    g = sub.add_parser("grade", help="nbgrader: autograde the submissions of one assignment",
+                       description="nbgrader autograde + generate_feedback for every submission in "
+                       "COURSE/submitted/<student>/ASSIGNMENT/, then print the grade table.")
+    g.add_argument("assignment", metavar="ASSIGNMENT")
+    g.add_argument("--course", default="course")
+    g.add_argument("--full", action="store_true", help="execute in full mode (default: smoke)")
+
+
+def _run_course(args: argparse.Namespace) -> int:
+    from dynacppo_lite import course
+
+    if args.command == "assignments":
+        root = course.build_course(args.course, args.notebooks or None)
+        for path in course.release(root, args.notebooks or None):
+            print(f"released: {path}")
+        print(f"withhold {root / 'source'} and {root / 'gradebook.db'} (solutions, hidden tests)")
+        return 0
+    name = course.resolve_assignments([args.assignment])[0]
+    rows = course.grade(args.course, name, smoke=not args.full)
+    print(course.format_table(rows))
+    print(f"feedback: {Path(args.course) / 'feedback'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m dynacppo_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _evaluate_parser(sub)
+    _check_parser(sub)
+    _course_parsers(sub)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCH_SUITES)}", add_help=False)
     bench.add_argument("suite", choices=BENCH_SUITES)
     sub.add_parser("sweep", help="a grid of algorithms x tasks x seeds as Ray tasks (see sweep --help)",
@@ -118,12 +239,18 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_main(rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "evaluate":
+            return _run_evaluate(args)
+        if args.command in ("assignments", "grade"):
+            return _run_course(args)
+        if args.command == "check":
+            return run_check(args.exercise, args.file, args.function)
         if args.command == "figures":
             from dynacppo_lite.figures import regenerate
 
             regenerate()
             return 0
         return _run_train(args)
-    except (ValueError, FileExistsError) as exc:  # CheckpointError, RunDirError are ValueErrors
+    except (ValueError, FileExistsError, RuntimeError) as exc:  # CheckpointError, RunDirError, CourseError
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,9 @@ class Config:
     steps_per_iter: int = 4_000
     """Real steps per iteration (summed over envs); rounded down to a multiple of num_envs."""
     cost_limit: float | None = None
-    """Per-episode cost limit d; ``None`` takes the task's (25 for Safety-Gymnasium)."""
+    """Per-episode cost limit d; ``None`` takes the task's (25 for Safety-Gymnasium, the one given
+    to ``register_env``; an unknown task has none and must be given one). The run's
+    ``config.json`` records the limit used."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     torch_threads: int = 1

@@ -114,6 +114,27 @@ def solve_estep(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tens
     return result(x, False, "recovery", passes + more)
 
 
+def estep_result(v: np.ndarray, adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float,
+                 mode: str = "normal") -> EStepResult:
+    """Wrap a target ``v`` computed elsewhere (a student's E-step) as an :class:`EStepResult`.
+
+    ``v``, ``adv_r`` and ``adv_c`` are (N,); ``feasible`` says whether ``v`` meets the cost
+    constraint ``mean((v - 1) * adv_c) <= cost_margin`` (up to round-off); ``clip_passes`` is 0.
+
+    >>> import numpy as np
+    >>> a, c = np.array([1.0, -1.0]), np.array([0.5, 0.5])
+    >>> estep_result(np.array([1.1, 0.9]), a, c, cost_margin=0.0).feasible
+    True
+    """
+    a, c = (np.asarray(x, dtype=np.float64) for x in (adv_r, adv_c))
+    v = np.asarray(v, dtype=np.float64)
+    cost_change = float(np.mean((v - 1.0) * c))
+    tol = 1e-9 * (1.0 + abs(cost_margin) + float(np.mean(np.abs(c))))
+    return EStepResult(v=v, feasible=cost_change <= cost_margin + tol, mode=mode,
+                       angle=_angle(v - 1.0, a, c), clip_passes=0,
+                       objective=float(np.mean(v * a)), cost_change=cost_change)
+
+
 def _validated(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tensor,
                cost_margin: float, kl_budget: float, lower_bound: float,
                method: str) -> tuple[np.ndarray, np.ndarray]:

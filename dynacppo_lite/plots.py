@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dynacppo_lite.envs.presets import default_cost_limit
-from dynacppo_lite.runlog import read_progress
+from dynacppo_lite.runlog import FINAL_FRACTION, final_score, read_progress
 
 if TYPE_CHECKING:
     from dynacppo_lite.dynamics import DynamicsEnsemble
@@ -61,6 +61,47 @@ def plot_learning_curves(run_dirs: Sequence[str | Path], smoothing: int = 1,
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def compare_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None, *,
+                 smoothing: int = 1, metrics: Sequence[str] = ("ep_return", "ep_cost"),
+                 figsize_per_panel: tuple[float, float] = (3.6, 2.8)) -> plt.Figure:
+    """Several runs side by side: one column per run, one row per metric, shared axes.
+
+    Each run's ``ep_cost`` panel draws *its own* cost limit (from its ``config.json``), and every
+    panel shades the final-score window (the last 10% of steps) and gives the final score
+    (:func:`dynacppo_lite.runlog.final_score`) in its title. Runs on different tasks, with
+    different limits, can be set next to each other in one call.
+
+    >>> fig = compare_runs(["runs/cppo_a", "runs/cppo_b"], labels=["d=5", "d=25"])  # doctest: +SKIP
+    """
+    n = len(run_dirs)
+    if n == 0:
+        raise ValueError("compare_runs needs at least one run directory")
+    fig, axes = plt.subplots(len(metrics), n, figsize=(figsize_per_panel[0] * n,
+                                                        figsize_per_panel[1] * len(metrics)),
+                             squeeze=False, sharex="col", sharey="row")
+    for k, run in enumerate(run_dirs):
+        df = read_progress(run)
+        label = labels[k] if labels is not None else Path(run).name
+        end = float(df["step"].max()) if len(df) else 0.0
+        for row, metric in enumerate(metrics):
+            ax = axes[row][k]
+            ax.plot(df["step"], smooth(df[metric], smoothing), color=f"C{k}")
+            ax.axvspan((1.0 - FINAL_FRACTION) * end, end, color="0.85", zorder=0)
+            title = f"final {final_score(df['step'], df[metric]):.3g}"
+            if metric == "ep_cost":
+                d = run_cost_limit(run)
+                ax.axhline(d, color="k", ls="--", lw=1)
+                title += f" (limit {d:g})"
+            ax.set_title(f"{label}: {title}" if row == 0 else title, fontsize=9)
+            ax.grid(alpha=0.3)
+            if k == 0:
+                ax.set_ylabel(metric)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("environment steps")
     fig.tight_layout()
     return fig
 
@@ -212,8 +253,8 @@ def plot_estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float
            xlabel="x . e1  (along centred A)", ylabel="x . e2  (centred A_c, orthogonal part)")
     ax.set_title(title if title is not None else f"case: {plane.case} (green: cost-feasible)",
                  fontsize=10)
-    if legend:
-        ax.legend(fontsize=7, loc="lower left")
+    if legend:  # below the plane: it must not cover the feasible region
+        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return ax
 
 

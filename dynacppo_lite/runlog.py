@@ -194,6 +194,32 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+#: The final-score convention, used by the benchmarks, plots, evaluation tables, exercises and
+#: notebooks: the mean over the last ``FINAL_FRACTION`` of the run's environment steps.
+FINAL_FRACTION = 0.1
+
+
+def final_score(step: Any, values: Any, until: float | None = None) -> float:
+    """The package's final-score convention: the mean of ``values`` over the last 10% of steps
+    (of the run, or of the steps up to ``until``): the rows with ``0.9 end < step <= end``.
+
+    ``step`` and ``values`` are equal-length sequences (numpy arrays or pandas columns, e.g.
+    ``progress.csv``'s ``step`` and ``ep_cost``); NaN values are skipped; NaN if no row is kept.
+
+    >>> final_score([1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000], range(10))
+    9.0
+    """
+    step = np.asarray(step, dtype=np.float64)
+    vals = np.asarray(values, dtype=np.float64)
+    if step.shape != vals.shape:
+        raise ValueError(f"step and values must have the same length, got {step.shape} and {vals.shape}")
+    if step.size == 0:
+        return float("nan")
+    end = float(step.max()) if until is None else float(until)
+    keep = (step > (1.0 - FINAL_FRACTION) * end) & (step <= end) & ~np.isnan(vals)
+    return float(vals[keep].mean()) if keep.any() else float("nan")
+
+
 def read_progress(run_dir: str | Path):
     """``progress.csv`` of a run as a pandas DataFrame."""
     import pandas as pd

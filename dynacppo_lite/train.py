@@ -19,11 +19,29 @@ undiscounted episode cost and ``L`` the mean episode length. For long episodes t
 paper's ``(1 - gamma)(d - J_c)`` written for discounted returns: ``mean((v - 1) A_c)``
 estimates the change of the per-step cost rate. It is logged as ``cost_margin``; what the
 E-step is given (``estep_margin``) depends on ``Config.cost_control`` (see DESIGN.md).
+
+Plug-in points (for a course: replace one piece without copying library code). Three steps of
+the iteration are :class:`Trainer` methods with the signature of the library function they call;
+give your own function as ``Trainer(cfg, estep=..., policy_loss=..., advantages=...)`` (or
+``train(cfg, estep=...)``), or subclass ``Trainer`` and override the method:
+
+    advantages   dual GAE of the real rollout      (default ``gae.dual_gae``)
+    estep        the E-step's target ratios v*     (default ``estep.solve_estep``)
+    policy_loss  the normal-mode M-step loss       (default ``mstep.mstep_loss``)
+
+Each method's docstring gives the contract (inputs, shapes, units, what to return, an example);
+a plug-in that returns the wrong thing stops the run with a one-line ``PluginError``.
+
+``dynacppo_lite.train`` is this module; calling it (``dynacppo_lite.train(cfg)``) calls
+:func:`train`, so ``from dynacppo_lite import train; train(cfg)`` works as it always did.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,9 +53,9 @@ from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import MarginController, margin_from_fraction
 from dynacppo_lite.cost_estimate import CostEstimate
-from dynacppo_lite.envs import default_cost_limit, make_env
-from dynacppo_lite.estep import solve_estep
-from dynacppo_lite.gae import dual_gae
+from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
+from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
+from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.imagine import DynaModel
 from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, realised_fraction, recovery_mstep_loss
@@ -120,13 +138,115 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     return out
 
 
+class PluginError(TypeError):
+    """A plug-in (``estep``, ``policy_loss``, ``advantages``) returned something the trainer
+    cannot use; the message says what was expected."""
+
+
+PLUGINS = ("advantages", "estep", "policy_loss")
+
+
+def _check_advantages(out: Any, like: torch.Tensor) -> DualGAE:
+    """A plug-in's dual GAE as float32 tensors shaped like the rewards, or a PluginError."""
+    if isinstance(out, tuple | list) and len(out) == 4:
+        out = DualGAE(*out)
+    if not isinstance(out, DualGAE):
+        raise PluginError(f"advantages plug-in returned {type(out).__name__}: expected a "
+                          "gae.DualGAE(adv_r, adv_c, ret_r, ret_c) (or a 4-tuple in that order)")
+    fields = {}
+    for name in ("adv_r", "adv_c", "ret_r", "ret_c"):
+        x = getattr(out, name)
+        try:
+            t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else np.asarray(x))
+        except (TypeError, ValueError, RuntimeError):
+            raise PluginError(f"advantages plug-in: {name} is a {type(x).__name__}, expected an "
+                              f"array of shape {tuple(like.shape)}") from None
+        if tuple(t.shape) != tuple(like.shape):
+            raise PluginError(f"advantages plug-in: {name} has shape {tuple(t.shape)}, expected "
+                              f"{tuple(like.shape)} (T steps, num_envs), like the rewards")
+        if not torch.isfinite(t.double()).all():
+            raise PluginError(f"advantages plug-in: {name} contains NaN or inf")
+        fields[name] = t.to(dtype=like.dtype, device=like.device)
+    return DualGAE(**fields)
+
+
+def _check_v_shape(v: np.ndarray, n: int) -> None:
+    if v.shape != (n,):
+        raise PluginError(f"estep plug-in: v has shape {v.shape}, expected ({n},): one target "
+                          "ratio per sample of the batch")
+
+
+def _check_estep(out: Any, adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float,
+                 lower_bound: float, recovery: bool) -> EStepResult:
+    """A plug-in's E-step answer as an EStepResult (a bare v (N,) is wrapped), or a PluginError."""
+    n = adv_r.shape[0]
+    if not isinstance(out, EStepResult):
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        if not isinstance(out, np.ndarray | list):
+            raise PluginError(f"estep plug-in returned {type(out).__name__}: expected an "
+                              f"estep.EStepResult or the target ratios v as an array of shape ({n},)")
+        try:
+            v = np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PluginError("estep plug-in returned a list that is not numbers: expected the "
+                              f"target ratios v as an array of shape ({n},)") from None
+        _check_v_shape(v, n)
+        out = estep_result(v, adv_r, adv_c, cost_margin=cost_margin,
+                           mode="recovery" if recovery else "normal")
+    v = np.asarray(out.v)
+    _check_v_shape(v, n)
+    if not np.all(np.isfinite(v)):
+        raise PluginError("estep plug-in: v contains NaN or inf")
+    if v.min() < lower_bound - 1e-6:
+        raise PluginError(f"estep plug-in: v has entries below lower_bound={lower_bound:g} "
+                          f"(min {v.min():.4g}); clip them (Algorithm 1)")
+    if out.mode not in ("normal", "recovery"):
+        raise PluginError(f"estep plug-in: mode must be 'normal' or 'recovery', got {out.mode!r}")
+    return out
+
+
+def _check_loss(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) \
+            else type(loss).__name__
+        raise PluginError(f"policy_loss plug-in returned {what}: expected a scalar torch tensor "
+                          "(take the mean over the minibatch)")
+    if not loss.requires_grad:
+        raise PluginError("policy_loss plug-in returned a tensor without gradient: build it from "
+                          "logp_new with torch operations (no .item(), .detach() or numpy)")
+    return loss
+
+
 class Trainer:
     """Owns the envs, networks, optimisers and run directory of one run.
 
-    ``Trainer(cfg).run()`` trains; ``train(cfg)`` is the one-call form.
+    ``Trainer(cfg).run()`` trains; ``train(cfg)`` is the one-call form. ``estep``,
+    ``policy_loss`` and ``advantages`` replace the library's function behind the method of that
+    name (see each method for the contract); they are plain functions, not saved with the run,
+    so pass them again when resuming. ``ppo-lag`` has no E-step: giving it ``estep`` or
+    ``policy_loss`` is an error.
+
+    >>> def my_estep(adv_r, adv_c, *, cost_margin, kl_budget, lower_bound, method, recovery):
+    ...     return np.ones_like(adv_r)                # v = 1: the E-step asks for no change
+    >>> Trainer(Config(env_id="ToySpeedLimit-v0"), estep=my_estep)  # doctest: +SKIP
     """
 
-    def __init__(self, config: Config, resume: str | Path | None = None) -> None:
+    def __init__(self, config: Config, resume: str | Path | None = None, *,
+                 estep: Callable[..., Any] | None = None,
+                 policy_loss: Callable[..., torch.Tensor] | None = None,
+                 advantages: Callable[..., Any] | None = None) -> None:
+        plugins = {"estep": estep, "policy_loss": policy_loss, "advantages": advantages}
+        for name, fn in plugins.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+        if config.algo == "ppo-lag":
+            unused = [name for name in ("estep", "policy_loss") if plugins[name] is not None]
+            if unused:
+                raise ValueError(f"algo 'ppo-lag' has no E-step or CPPO M-step: {', '.join(unused)} "
+                                 "would be ignored (use algo 'cppo' or 'dyna-cppo')")
+        # None: the library's function, looked up when called (so a patched module is seen too).
+        self._estep_fn, self._policy_loss_fn, self._advantages_fn = estep, policy_loss, advantages
         if resume is not None:
             resume = Path(resume)
             ckpt = load_checkpoint(resume / "checkpoint.pt")
@@ -135,11 +255,15 @@ class Trainer:
             for key in ("total_steps", "device", "checkpoint_every"):
                 setattr(saved, key, getattr(config, key))
             config = saved
-        self.cfg = cfg = config.validate()
+        config = config.validate()
+        check_env_id(config.env_id)  # an unknown id says so before any cost-limit question
+        if config.cost_limit is None:  # config.json and checkpoints record the limit used
+            config = dataclasses.replace(config, cost_limit=default_cost_limit(config.env_id))
+        self.cfg = cfg = config
         self.device = resolve_device(cfg.device)
         torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
-        self.cost_limit = cfg.cost_limit if cfg.cost_limit is not None else default_cost_limit(cfg.env_id)
+        self.cost_limit = float(cfg.cost_limit)
         self.envs = make_env(cfg.env_id, cfg.num_envs, cfg.seed, fast=cfg.fast_env,
                              max_episode_steps=cfg.max_episode_steps)
         obs_dim = self.envs.single_observation_space.shape[0]
@@ -213,6 +337,82 @@ class Trainer:
             reason = str(exc).splitlines()[0][:120]
             raise CheckpointError(f"checkpoint does not match this run's setting ({reason})") from None
 
+    # --- plug-in points ----------------------------------------------------------------------
+    def advantages(self, rewards: torch.Tensor, costs: torch.Tensor, values_r: torch.Tensor,
+                   values_c: torch.Tensor, next_values_r: torch.Tensor, next_values_c: torch.Tensor,
+                   terminated: torch.Tensor, truncated: torch.Tensor, *, gamma: float, lam: float,
+                   cost_gamma: float, cost_lam: float) -> DualGAE:
+        """Dual GAE of the real rollout (plug-in ``advantages``; default ``gae.dual_gae``).
+
+        Inputs: float32 torch tensors of shape (T, num_envs), time first, on the trainer's
+        device: the raw rewards and costs of each step (env units, per step), V_r and V_c of
+        s_t and of the true next state s_{t+1} (at an episode end: of its final observation),
+        and the ``terminated``/``truncated`` flags (1.0 / 0.0) of the transition t -> t+1.
+        ``gamma, lam`` are for the rewards, ``cost_gamma, cost_lam`` for the costs.
+
+        Returns ``gae.DualGAE(adv_r, adv_c, ret_r, ret_c)`` (or that 4-tuple): raw, unnormalised
+        advantages and returns (return = advantage + V(s_t)), each (T, num_envs); numpy arrays
+        are accepted. Imagined branches of dyna-cppo keep the library's ``dual_gae``.
+
+        Example (the library's own, spelled out)::
+
+            def my_dual_gae(rew, cost, v_r, v_c, nv_r, nv_c, term, trunc, *, gamma, lam,
+                            cost_gamma, cost_lam):
+                adv_r = my_gae(rew, v_r, nv_r, term, trunc, gamma=gamma, lam=lam)
+                adv_c = my_gae(cost, v_c, nv_c, term, trunc, gamma=cost_gamma, lam=cost_lam)
+                return adv_r, adv_c, adv_r + v_r, adv_c + v_c
+        """
+        fn = self._advantages_fn or dual_gae
+        return fn(rewards, costs, values_r, values_c, next_values_r, next_values_c, terminated,
+                  truncated, gamma=gamma, lam=lam, cost_gamma=cost_gamma, cost_lam=cost_lam)
+
+    def estep(self, adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float, kl_budget: float,
+              lower_bound: float, method: str, recovery: bool) -> EStepResult | np.ndarray:
+        """The E-step (plug-in ``estep``; default ``estep.solve_estep``, whose docstring states
+        the problem).
+
+        Inputs: ``adv_r``, ``adv_c``: float64 numpy arrays (N,), the *raw* (unnormalised) reward
+        and cost advantages of the whole batch (real samples, then imagined ones for dyna-cppo).
+        ``cost_margin``: d' of eq. 4 as a per-step cost rate (negative when the policy is over the
+        limit). ``kl_budget``: delta' of eq. 5 (mean((v - 1)^2) <= 2 kl_budget).
+        ``lower_bound``: Algorithm 1's clip b (v >= b). ``method``: ``Config.estep_method``
+        ("exact" or "heuristic"; ignore it if you have one method). ``recovery``: True when the
+        cost control asks for the recovery rule (section 3.2.2).
+
+        Returns an ``estep.EStepResult`` or just the target ratios ``v`` (N,), float, mean 1,
+        every entry >= lower_bound; a bare ``v`` is wrapped by ``estep.estep_result`` (its
+        mode is "recovery" when ``recovery`` was asked, else "normal").
+
+        Example (a student's E-step that keeps only the trust region, ignoring the cost)::
+
+            def my_estep(adv_r, adv_c, *, cost_margin, kl_budget, lower_bound, method, recovery):
+                a = adv_r - adv_r.mean()
+                x = a * np.sqrt(2 * kl_budget) / (np.sqrt(np.mean(a**2)) + 1e-12)
+                return np.maximum(1 + x, lower_bound)
+        """
+        return (self._estep_fn or solve_estep)(adv_r, adv_c, cost_margin=cost_margin, kl_budget=kl_budget,
+                              lower_bound=lower_bound, method=method, recovery=recovery)
+
+    def policy_loss(self, logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
+                    lower_clip: float) -> torch.Tensor:
+        """The normal-mode M-step loss (plug-in ``policy_loss``; default ``mstep.mstep_loss``).
+
+        Inputs, all (B,) float32 tensors over one minibatch: ``logp_new`` = log pi_theta(a|s)
+        (carries the gradient), ``logp_old`` = log pi_old(a|s) of the rollout's policy,
+        ``v_target`` = the E-step's target ratios v*; ``lower_clip`` is the ratio clip b of the
+        M-step (scheduled, see ``Config.lower_clip``).
+
+        Returns a scalar tensor to *minimise*, differentiable in ``logp_new``. Recovery mode keeps
+        ``mstep.recovery_mstep_loss``.
+
+        Example (plain L2 tracking, no clip)::
+
+            def my_loss(logp_new, logp_old, v_target, *, lower_clip):
+                ratio = (logp_new - logp_old).exp()
+                return 0.5 * ((v_target - ratio) ** 2).mean()
+        """
+        return (self._policy_loss_fn or mstep_loss)(logp_new, logp_old, v_target, lower_clip=lower_clip)
+
     # --- one iteration -----------------------------------------------------------------------
     def iteration(self, it: int) -> dict[str, Any]:
         cfg, agent = self.cfg, self.agent
@@ -245,9 +445,11 @@ class Trainer:
         # that reward-neutral angle (about -pi/2) did not bring the cost down.
         u = self.controller.update(cost_est, self.cost_limit, fresh) if cfg.cost_control == "pid" else None
 
-        adv = dual_gae(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r,
-                       ro.next_values_c, ro.terminated, ro.truncated, gamma=cfg.gamma, lam=cfg.lam,
-                       cost_gamma=cfg.cost_gamma, cost_lam=cfg.cost_lam)
+        adv = self.advantages(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r,
+                              ro.next_values_c, ro.terminated, ro.truncated, gamma=cfg.gamma,
+                              lam=cfg.lam, cost_gamma=cfg.cost_gamma, cost_lam=cfg.cost_lam)
+        if self._advantages_fn is not None or type(self).advantages is not Trainer.advantages:
+            adv = _check_advantages(adv, ro.rew)
         n_real = self.batch_size
         batch = Batch(obs=ro.obs.reshape(n_real, -1), act=ro.act.reshape(n_real, -1),
                       logp=ro.logp.reshape(n_real), adv_r=adv.adv_r.reshape(n_real),
@@ -286,9 +488,12 @@ class Trainer:
                 estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
             else:
                 estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
-            est = solve_estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=cfg.kl_budget,
-                              lower_bound=cfg.v_lower_bound, method=cfg.estep_method,
-                              recovery=mode == "recovery")
+            est = _check_estep(
+                self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=cfg.kl_budget,
+                           lower_bound=cfg.v_lower_bound, method=cfg.estep_method,
+                           recovery=mode == "recovery"),
+                adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound,
+                recovery=mode == "recovery")
             t_e1 = time.perf_counter()
             mode = est.mode
             v = torch.as_tensor(est.v, dtype=torch.float32, device=self.device)
@@ -301,7 +506,8 @@ class Trainer:
                                                lower_clip=lower_clip, beta=cfg.beta)
             else:
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return mstep_loss(logp_new, batch.logp[mb], v[mb], lower_clip=lower_clip)
+                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], v[mb],
+                                                        lower_clip=lower_clip))
 
         pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v)
         t_m = time.perf_counter()
@@ -360,21 +566,44 @@ class Trainer:
 
 
 def train(config: Config, resume: str | Path | None = None, progress: bool = False,
-          callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Train with ``config`` (or continue the run in ``resume``); returns the run directory."""
-    return Trainer(config, resume=resume).run(progress=progress, callback=callback)
+          callback: Callable[[dict[str, Any]], None] | None = None, **plugins: Callable[..., Any]) -> Path:
+    """Train with ``config`` (or continue the run in ``resume``); returns the run directory.
+
+    ``plugins``: ``estep=``, ``policy_loss=``, ``advantages=`` (see :class:`Trainer`)."""
+    unknown = set(plugins) - set(PLUGINS)
+    if unknown:
+        raise TypeError(f"unknown plug-in {sorted(unknown)[0]!r}: the plug-ins are {', '.join(PLUGINS)}")
+    return Trainer(config, resume=resume, **plugins).run(progress=progress, callback=callback)
 
 
 def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
-                 render_mode: str | None = None) -> tuple[Config, Any, ActorCritic]:
-    """A run's agent from its ``checkpoint.pt``, and a fresh env that scales observations with
-    the run's normaliser statistics: ``(config, envs, agent)``; the caller closes ``envs``."""
+                 render_mode: str | None = None,
+                 freeze_obs_norm: bool = True) -> tuple[Config, Any, ActorCritic]:
+    """A run's agent and a fresh env to run it in: ``(config, envs, agent)``.
+
+    ``agent`` (an ``nets.ActorCritic``: ``agent.pi`` the policy, ``agent.v_r``/``agent.v_c`` the
+    critics) is loaded from the run's ``checkpoint.pt``. ``envs`` is ``make_env(config.env_id,
+    num_envs, seed)`` scaling observations with the run's normaliser statistics, *frozen*
+    (``freeze_obs_norm``): stepping it does not change them. The caller closes ``envs``. For
+    episode returns and costs, use ``dynacppo_lite.evaluate``."""
     ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = Config.from_dict(ckpt["config"])
     envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
                     max_episode_steps=cfg.max_episode_steps)
     envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    envs.frozen = freeze_obs_norm
     agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
                         cfg.hidden, cfg.init_log_std)
     agent.load_state_dict(ckpt["agent"])
     return cfg, envs, agent
+
+
+class _CallableModule(types.ModuleType):
+    """``dynacppo_lite.train`` stays this module (so its names can be read and patched) and
+    calling it trains: ``dynacppo_lite.train(cfg)`` is ``dynacppo_lite.train.train(cfg)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -38,7 +38,7 @@ from dynacppo_lite.plots import (
     smooth,
     synthetic_advantages,
 )
-from dynacppo_lite.runlog import read_progress
+from dynacppo_lite.runlog import final_score, read_progress
 
 __all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "find_runs"]
 
@@ -46,11 +46,16 @@ __all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "find_runs"]
 NO_CLIP = 0.0
 
 _STYLE = {"description_width": "120px"}
+SLIDER_WIDTH = "360px"
+#: The controls column never shrinks below this (a slider and its value readout, plus margins).
+CONTROLS_WIDTH = "380px"
+#: Below this width the figure wraps under the controls.
+FIGURE_MIN_WIDTH = "420px"
 
 
 def _slider() -> dict[str, Any]:
     """Keyword arguments shared by the sliders (a fresh Layout each: widgets own their layout)."""
-    return {"continuous_update": False, "style": _STYLE, "layout": widgets.Layout(width="360px")}
+    return {"continuous_update": False, "style": _STYLE, "layout": widgets.Layout(width=SLIDER_WIDTH)}
 
 
 class _Explorer:
@@ -106,9 +111,21 @@ class _Explorer:
 
     @property
     def widget(self) -> widgets.Widget:
-        """Controls on the left, the figure and a summary line on the right."""
-        return widgets.HBox([widgets.VBox(list(self.controls.values())),
-                             widgets.VBox([self.image, self.summary])])
+        """Controls on the left, the figure and a summary line on the right.
+
+        The controls keep their full width (every slider's value stays visible); the figure
+        scales down to the room left, and below ``CONTROLS_WIDTH`` + ``FIGURE_MIN_WIDTH`` it
+        wraps under the controls instead of squeezing them (a 1400 px window with Lab's file
+        browser open)."""
+        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * 80)}px",
+                                           height="auto")
+        controls = widgets.VBox(list(self.controls.values()),
+                                layout=widgets.Layout(flex="0 0 auto", min_width=CONTROLS_WIDTH))
+        figure = widgets.VBox([self.image, self.summary],
+                              layout=widgets.Layout(flex="1 1 0%", min_width=FIGURE_MIN_WIDTH))
+        return widgets.HBox([controls, figure],
+                            layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start",
+                                                  width="100%"))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -275,7 +292,9 @@ class RunBrowser(_Explorer):
     """Browse the runs under a log directory: which runs, how much smoothing, which limit.
 
     ``result``: {"runs": selected run dirs, "smoothing": window, "cost_limit": the limit drawn
-    (None: none), "final": {run name: (smoothed last return, smoothed last cost)}}.
+    (None: none), "final": {run name: (final return, final cost)}, the package's final score
+    (``runlog.final_score``: means over the last 10% of steps, unsmoothed), "last": {run name:
+    (smoothed last return, smoothed last cost)}}.
     """
 
     figsize = (12.0, 3.8)
@@ -288,7 +307,7 @@ class RunBrowser(_Explorer):
             "log_dir": widgets.Text(value=str(log_dir), description="log dir",
                                     continuous_update=False, style=_STYLE),
             "runs": widgets.SelectMultiple(options=[], description="runs", rows=6,
-                                           style=_STYLE, layout=widgets.Layout(width="360px")),
+                                           style=_STYLE, layout=widgets.Layout(width=SLIDER_WIDTH)),
             "smoothing": widgets.IntSlider(value=smoothing, min=1, max=50, description="smoothing",
                                            **_slider()),
             "limit": widgets.ToggleButtons(options=["auto", "custom", "off"], value="auto",
@@ -333,13 +352,14 @@ class RunBrowser(_Explorer):
             limit = limit_arg = float(p["cost_limit"])
         else:
             limit = limit_arg = None
-        final = {}
+        final, last = {}, {}
         for name, run in zip(names, runs, strict=True):
             df = read_progress(run)
-            final[name] = (float(smooth(df["ep_return"], p["smoothing"])[-1]),
-                               float(smooth(df["ep_cost"], p["smoothing"])[-1]))
+            final[name] = (final_score(df["step"], df["ep_return"]), final_score(df["step"], df["ep_cost"]))
+            last[name] = (float(smooth(df["ep_return"], p["smoothing"])[-1]),
+                          float(smooth(df["ep_cost"], p["smoothing"])[-1]))
         self.result = {"runs": runs, "names": names, "smoothing": p["smoothing"], "cost_limit": limit,
-                       "limit_arg": limit_arg, "final": final}
+                       "limit_arg": limit_arg, "final": final, "last": last}
 
     def draw(self) -> None:
         p, res = self.values(), self.result
@@ -353,5 +373,5 @@ class RunBrowser(_Explorer):
         axes = self.figure.subplots(1, len(metrics))
         plot_runs(res["runs"], smoothing=p["smoothing"], metrics=metrics,
                   cost_limit=res["limit_arg"], labels=res["names"], axes=list(axes))
-        self.summary.value = " | ".join(f"{name}: return {r:.2f}, cost {c:.2f}"
-                                        for name, (r, c) in res["final"].items())
+        self.summary.value = "final (last 10% of steps): " + " | ".join(
+            f"{name}: return {r:.2f}, cost {c:.2f}" for name, (r, c) in res["final"].items())

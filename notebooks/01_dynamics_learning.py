@@ -238,17 +238,27 @@ if not SMOKE:
 # * `baseline_mse`: the same for predict-no-change.
 #
 # `check_one_step_error` runs your function on several batches and prints a hint at the first
-# wrong one. The cell ships a working solution: replace it with your own and run the check.
+# wrong one.
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "one_step_error_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def one_step_errors(obs, rew, cost, next_obs, pred):
+    ### BEGIN SOLUTION
     y = np.concatenate([next_obs - obs, rew[:, None], cost[:, None]], axis=1)
     return float(np.mean((pred - y) ** 2)), float(np.mean(y ** 2))
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_one_step_error(one_step_errors)
+# %%
+result = check_one_step_error(one_step_errors)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "one_step_error_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_one_step_error(one_step_errors)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Your function should agree with the library on the test set too:

@@ -224,11 +224,14 @@ if not SMOKE:
 #
 # `check_gae` compares with the library on batches with terminations, truncations and both, and
 # names the typical mistakes (truncation treated as termination, the recursion running across
-# episodes, `values[t+1]` read across an episode end, ...). The cell ships a working solution.
+# episodes, `values[t+1]` read across an episode end, ...).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "gae_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_gae(rewards, values, next_values, terminated, truncated, *, gamma, lam):
+    ### BEGIN SOLUTION
     T = len(rewards)
     adv = np.zeros(T)
     future = 0.0
@@ -239,10 +242,17 @@ def my_gae(rewards, values, next_values, terminated, truncated, *, gamma, lam):
         future = delta + gamma * lam * future
         adv[t] = future
     return adv
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_gae(my_gae)
+# %%
+result = check_gae(my_gae)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "gae_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_gae(my_gae)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # And on the real rollout, env 0:

@@ -93,7 +93,7 @@ assert abs(KL_BUDGET - Config(kl=0.02).kl_budget) < 1e-12
 adv_r, adv_c = synthetic_advantages(N, correlation=0.6, seed=SEED)
 plane = estep_plane(adv_r, adv_c, cost_margin=0.0, kl_budget=KL_BUDGET)
 print(f"R = {plane.radius:.3f}, |A| = {plane.a_norm:.2f}, A_c = {plane.alpha:.2f} e1 + "
-      f"{plane.beta:.2f} e2, kappa = N d' = {plane.kappa:.2f} -> case: {plane.case}")
+      f"{plane.beta:.2f} e2\nkappa = N d' = {plane.kappa:.2f} -> case: {plane.case}")
 
 # %% [markdown]
 # ## 3.2 The three cases of Theorem 3.4
@@ -114,7 +114,7 @@ CASES = {  # name -> (correlation of A and A_c, cost margin d')
     "constrained": (0.7, 0.0),
     "infeasible": (0.7, -0.4),
 }
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
+fig, axes = plt.subplots(1, 3, figsize=(14, 5.6))
 for ax, (name, (rho, margin)) in zip(axes, CASES.items(), strict=True):
     a, c = synthetic_advantages(N, rho, seed=1)
     res = solve_estep(a, c, cost_margin=margin, kl_budget=KL_BUDGET, lower_bound=0.0)
@@ -122,9 +122,9 @@ for ax, (name, (rho, margin)) in zip(axes, CASES.items(), strict=True):
                      results={f"v* ({res.mode})": res}, title=f"{name}: corr {rho}, d' = {margin}")
     x = res.v - 1
     print(f"{name:>13}: case {estep_plane(a, c, cost_margin=margin, kl_budget=KL_BUDGET).case:>13}, "
-          f"mode {res.mode:>8}, feasible {res.feasible!s:>5} | mean(v) {res.v.mean():.4f}, "
-          f"mean(x^2)/2 {np.mean(x ** 2) / 2:.4f} (budget {KL_BUDGET:.4f}), "
-          f"mean(x A_c) {res.cost_change:+.4f} (d' {margin:+.2f}), angle {np.degrees(res.angle):6.1f} deg")
+          f"mode {res.mode:>8}, feasible {res.feasible!s:>5}, angle {np.degrees(res.angle):6.1f} deg\n"
+          f"{'':>13}  mean(v) {res.v.mean():.4f}, mean(x^2)/2 {np.mean(x ** 2) / 2:.4f} "
+          f"(budget {KL_BUDGET:.4f}), mean(x A_c) {res.cost_change:+.4f} (d' {margin:+.2f})")
 fig.tight_layout()
 if not SMOKE:
     fig.savefig(figure_path("03_estep_cases.png"), dpi=120, bbox_inches="tight")
@@ -184,7 +184,7 @@ print(f"without the bound: {np.mean(free.v < LOWER_BOUND):.1%} of v* below b = {
 for m, r in clipped.items():
     x = r.v - 1
     print(f"{m:>9}: passes {r.clip_passes}, at the bound {np.mean(r.v <= LOWER_BOUND + 1e-9):.1%}, "
-          f"objective {r.objective:.5f}, mean(v) {r.v.mean():.6f}, "
+          f"objective {r.objective:.5f}, mean(v) {r.v.mean():.6f}\n{'':>9}  "
           f"KL proxy {np.mean(x ** 2) / 2:.4f} <= {big_kl}, cost change {r.cost_change:+.2e}")
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -209,7 +209,7 @@ for k in range(40 if SMOKE else 400):
     gaps.append(exact.objective - heuristic.objective)
     modes.append(exact.mode != heuristic.mode)
 gaps = np.array(gaps)
-print(f"{len(gaps)} batches: heuristic below the exact optimum by > 1e-6 in {np.sum(gaps > 1e-6)}, "
+print(f"{len(gaps)} batches: heuristic below the exact optimum by > 1e-6 in {np.sum(gaps > 1e-6)}\n"
       f"largest gap {gaps.max():.2e}, smallest {gaps.min():.2e}; modes differ in {sum(modes)}")
 
 # %% [markdown]
@@ -260,12 +260,14 @@ print(f"(both methods together: {t_ours * 1e3:.1f} ms)")
 # disc is $-R\,|A_c|$. Compare with $N d'$.
 #
 # `check_estep_case` tries eight batches and recognises the typical slips (forgetting to centre,
-# forgetting a factor $N$, reading "violating" as "infeasible", ...). A working solution ships
-# in the cell.
+# forgetting a factor $N$, reading "violating" as "infeasible", ...).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "estep_case_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def estep_case(adv_r, adv_c, *, cost_margin, kl_budget):
+    ### BEGIN SOLUTION
     a, c = adv_r - adv_r.mean(), adv_c - adv_c.mean()
     n = len(a)
     radius, kappa = np.sqrt(2 * n * kl_budget), n * cost_margin
@@ -274,7 +276,14 @@ def estep_case(adv_r, adv_c, *, cost_margin, kl_budget):
     if -radius * np.linalg.norm(c) > kappa:
         return "infeasible"
     return "constrained"
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_estep_case(estep_case)
+# %%
+result = check_estep_case(estep_case)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "estep_case_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_estep_case(estep_case)
+### END HIDDEN TESTS

@@ -150,7 +150,7 @@ batch = Batch(obs=ro.obs.reshape(n, -1), act=ro.act.reshape(n, -1), logp=ro.logp
               adv_r=adv.adv_r.reshape(n), adv_c=adv.adv_c.reshape(n), ret_r=adv.ret_r.reshape(n),
               ret_c=adv.ret_c.reshape(n), critic_mask=torch.ones(n, dtype=torch.bool))
 v_target = torch.as_tensor(est.v, dtype=torch.float32)
-print(f"{n} samples, episode cost {ep_cost:.1f} (limit {cost_limit}), E-step mode {est.mode}; "
+print(f"{n} samples, episode cost {ep_cost:.1f} (limit {cost_limit}), E-step mode {est.mode}\n"
       f"targets below b: {np.mean(est.v < LOWER_CLIP):.1%}, smallest v {est.v.min():.3f}")
 
 # %% [markdown]
@@ -187,8 +187,8 @@ def run_mstep(lower_clip: float) -> dict[str, list]:
 
 runs = {f"clip b = {LOWER_CLIP}": run_mstep(LOWER_CLIP), "no clip (b = 0)": run_mstep(0.0)}
 for name, log in runs.items():
-    print(f"{name:>16}: forward KL {log['kl'][-1]:.4f} (largest over epochs {max(log['kl']):.4f}), "
-          f"ratios below {LOWER_CLIP}: {log['clip_frac'][-1]:.1%}, smallest ratio "
+    print(f"{name:>16}: forward KL {log['kl'][-1]:.4f} (largest over epochs {max(log['kl']):.4f})\n"
+          f"{'':>16}  ratios below {LOWER_CLIP}: {log['clip_frac'][-1]:.1%}, smallest ratio "
           f"{log['min_ratio'][-1]:.3f}, tracking error {log['track'][-1]:.4f}")
 
 # %%
@@ -197,7 +197,14 @@ for name, log in runs.items():
     epochs = np.arange(1, EPOCHS + 1)
     axes[0].plot(epochs, log["kl"], marker="o", label=name)
     axes[1].plot(epochs, log["min_ratio"], marker="o", label=name)
-    axes[2].scatter(est.v, log["ratio"], s=4, alpha=0.4, label=name)
+    # Faint points, and the median ratio per bin of v on top: both runs stay visible.
+    color = axes[0].lines[-1].get_color()
+    axes[2].scatter(est.v, log["ratio"], s=3, alpha=0.15, color=color)
+    bins = np.quantile(est.v, np.linspace(0, 1, 13))
+    which = np.clip(np.digitize(est.v, bins[1:-1]), 0, len(bins) - 2)
+    centers = [np.median(est.v[which == k]) for k in range(len(bins) - 1) if np.any(which == k)]
+    medians = [np.median(log["ratio"][which == k]) for k in range(len(bins) - 1) if np.any(which == k)]
+    axes[2].plot(centers, medians, marker="o", ms=5, lw=2, color=color, label=f"{name} (median)")
 axes[0].set(xlabel="M-step epoch", ylabel="approx KL(pi_old || pi)", title="forward KL")
 axes[1].set(xlabel="M-step epoch", ylabel="min ratio", title="smallest ratio in the batch")
 axes[1].axhline(LOWER_CLIP, color="k", ls=":", lw=1)
@@ -226,15 +233,25 @@ fig.tight_layout()
 # for every sample (shape `(N,)`), where $\mathcal L$ is the **batch mean** above. No autograd:
 # use the three cases of 4.1. `check_mstep_gradient` compares with autograd through
 # `mstep_loss` and names the usual slips (the clip on the wrong side, the sign, the $1/N$, the
-# gradient with respect to $\log r$ instead of $r$, ...). A working solution ships in the cell.
+# gradient with respect to $\log r$ instead of $r$, ...).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "mstep_gradient_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def tracking_grad(ratio, v, lower_clip):
+    ### BEGIN SOLUTION
     grad = -(v - ratio) / len(ratio)
     clipped = (ratio < lower_clip) & (v < ratio)
     return np.where(clipped, 0.0, grad)
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_mstep_gradient(tracking_grad)
+# %%
+result = check_mstep_gradient(tracking_grad)  # prints the verdict; a wrong answer raises with its hint
+
+# %% nbgrader={"grade": true, "grade_id": "mstep_gradient_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_mstep_gradient(tracking_grad)
+### END HIDDEN TESTS

@@ -116,6 +116,9 @@ for cfg in configs:
         print(f"{cfg.algo:>9}: reusing {run_dir}")
     else:
         resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
+        expect = "about 15 s" if SMOKE else "tens of minutes to hours; interrupt and rerun to resume"
+        print(f"{cfg.algo:>9}: training {cfg.total_steps} steps on {cfg.env_id} ({expect})...",
+              flush=True)
         run_dir = train(cfg, resume=resume, progress=not SMOKE)
         print(f"{cfg.algo:>9}: {cfg.total_steps} steps in {time.perf_counter() - t0:.1f} s")
     runs[cfg.algo] = run_dir
@@ -149,8 +152,12 @@ if not SMOKE:
 #   M-step follows only 5-15% of the E-step's per-sample target, which is why the package's
 #   E-step KL is 0.1 rather than the paper's 0.02 (see `Config.kl`);
 # * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
-# * **Dyna-CPPO**: `imagined_frac` is the share of imagined samples in the batch, and
-#   `loss_dyn_holdout` the model's held-out error.
+# * **Dyna-CPPO**: `imagined_frac` in `progress.csv` is the share of imagined samples in the
+#   batch, and `loss_dyn_holdout` the model's held-out error. The *config's* `imagined_frac = 0.5`
+#   asks for imagined samples as a share of the *real* ones (half as many), so once the model
+#   starts (`model_start_iter`) the logged share levels off at 0.5 / (1 + 0.5) = 0.33.
+#
+# CPPO has no multiplier: its "last lambda" is "n/a".
 
 # %%
 rows = []
@@ -160,7 +167,7 @@ for algo, run in runs.items():
                  "wall time (s)": round(float(df["time_s"].iloc[-1]), 1),
                  "steps/s": round(float(df["sps"].mean())),
                  "recovery share": round(float((df["mode"] == "recovery").mean()), 2),
-                 "last lambda": df["lagrange"].iloc[-1],
+                 "last lambda": (f"{df['lagrange'].iloc[-1]:.3g}" if algo == "ppo-lag" else "n/a"),
                  "imagined share": round(float(df["imagined_frac"].fillna(0).mean()), 3),
                  "cost limit": run_cost_limit(run)})
 display(pd.DataFrame(rows).set_index("algo"))
@@ -188,6 +195,8 @@ fig.tight_layout()
 # (a couple of seconds).
 
 # %%
+print(f"rendering {GIF_STEPS} frames of {RENDER_ENV if SMOKE else configs[0].env_id} headless...",
+      flush=True)
 t0 = time.perf_counter()
 if SMOKE:
     gif = render_policy_gif(scratch / "smoke.gif", None, env_id=RENDER_ENV,
@@ -201,27 +210,39 @@ display(Image(filename=str(gif)))
 # %% [markdown]
 # ## Exercise: summarise a run
 #
-# Tables in papers (and in this package's README) report the mean return and cost over the
-# **last 20 % of training**. Write `summarise(ep_return, ep_cost, cost_limit, tail=0.2)` that
-# takes a run's per-iteration columns and returns `(mean_return, mean_cost, satisfied)`, averaging
-# the last `max(1, int(len * tail))` iterations, with `satisfied` true when the mean cost is at
-# most the limit. `check_run_summary` tests it on made-up runs (including one whose cost sits
-# exactly on the limit); a working solution ships in the cell. Then we apply it to our runs.
+# Tables in papers (and this package's benchmarks and README) report a run's **final score**:
+# the mean return and cost over the **last 10 % of its environment steps**. Write
+# `summarise(step, ep_return, ep_cost, cost_limit)` that takes a run's per-iteration columns and
+# returns `(final_return, final_cost, satisfied)`: means over the rows with
+# `step > 0.9 * step[-1]`, with `satisfied` true when the final cost is at most the limit.
+# `check_run_summary` tests it on made-up runs (including one whose cost sits exactly on the
+# limit). Then we apply it to our runs.
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
+
+# %% nbgrader={"grade": false, "grade_id": "run_summary_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def summarise(step, ep_return, ep_cost, cost_limit):
+    ### BEGIN SOLUTION
+    keep = step > 0.9 * step[-1]
+    final_return, final_cost = float(ep_return[keep].mean()), float(ep_cost[keep].mean())
+    return final_return, final_cost, final_cost <= cost_limit
+    ### END SOLUTION
+
 
 # %%
-# ----------------------------------------------------------------------------- YOUR CODE
-def summarise(ep_return, ep_cost, cost_limit, tail=0.2):
-    k = max(1, int(len(ep_return) * tail))
-    mean_return, mean_cost = float(ep_return[-k:].mean()), float(ep_cost[-k:].mean())
-    return mean_return, mean_cost, mean_cost <= cost_limit
-# ------------------------------------------------------------------------- END YOUR CODE
+result = check_run_summary(summarise)  # prints the verdict; a wrong answer raises with its hint
 
-
-result = check_run_summary(summarise)
+# %% nbgrader={"grade": true, "grade_id": "run_summary_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_run_summary(summarise)
+### END HIDDEN TESTS
 
 # %%
 for algo, run in runs.items():
     df = read_progress(run)
-    ret, cost, ok = summarise(df["ep_return"].to_numpy(), df["ep_cost"].to_numpy(), run_cost_limit(run))
+    ret, cost, ok = summarise(df["step"].to_numpy(), df["ep_return"].to_numpy(), df["ep_cost"].to_numpy(),
+                              run_cost_limit(run))
     print(f"{algo:>9}: return {ret:7.2f}, cost {cost:6.2f} -> {'meets' if ok else 'violates'} "
           f"the limit {run_cost_limit(run):g}")

@@ -131,9 +131,12 @@ else:
     shutil.rmtree(scratch, ignore_errors=True)
     runs_dir = scratch
     for algo in ("cppo", "ppo-lag"):
+        print(f"training a short {algo} run on the toy task for the browser (5000 steps, a few "
+              "seconds)...", flush=True)
         train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=5_000, steps_per_iter=500,
                      num_envs=1, pi_lr=3e-3, seed=SEED, log_dir=str(runs_dir), run_name=algo,
                      device="cpu"))
+print(f"browsing {runs_dir}")
 browser = RunBrowser(runs_dir, smoothing=3)
 display(browser.widget)
 
@@ -141,7 +144,7 @@ display(browser.widget)
 browser.set(smoothing=1, limit="custom", cost_limit=8.0, extra="kl")
 print("runs:", [str(p.name) for p in browser.result["runs"]], "| limit drawn:", browser.result["cost_limit"])
 for name, (ret, cost) in browser.result["final"].items():
-    print(f"  {name}: last return {ret:.2f}, last cost {cost:.2f}")
+    print(f"  {name}: final return {ret:.2f}, final cost {cost:.2f} (last 10% of steps)")
 if not SMOKE:
     browser.figure.savefig(figure_path("06_run_browser.png"), dpi=120, bbox_inches="tight")
 browser.set(smoothing=3, limit="auto", extra="none")
@@ -157,19 +160,29 @@ browser.set(smoothing=3, limit="auto", extra="none")
 #
 # Write `my_smooth(y, window)`. `check_smoothing` compares it with `plots.smooth` and names the
 # usual slips (a centred window, zero padding at the start, a shorter output, an off-by-one
-# window). A working solution ships in the cell.
+# window).
+#
+# The next cell holds the reference solution between nbgrader's solution markers; the students'
+# copy (`make assignments`) has a stub there that raises `NotImplementedError`.
 
-# %%
-# ----------------------------------------------------------------------------- YOUR CODE
+# %% nbgrader={"grade": false, "grade_id": "smoothing_solution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def my_smooth(y, window):
+    ### BEGIN SOLUTION
     y = np.asarray(y, dtype=float)
     out = np.empty_like(y)
     for t in range(len(y)):
         out[t] = y[max(0, t - window + 1): t + 1].mean()
     return out
-# ------------------------------------------------------------------------- END YOUR CODE
+    ### END SOLUTION
 
 
-result = check_smoothing(my_smooth)
+# %%
+result = check_smoothing(my_smooth)  # prints the verdict; a wrong answer raises with its hint
 y = np.cumsum(np.random.default_rng(SEED).normal(size=30))
 print("largest difference to plots.smooth:", float(np.abs(my_smooth(y, 5) - smooth(y, 5)).max()))
+
+# %% nbgrader={"grade": true, "grade_id": "smoothing_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+# Autograder test: hidden in the students' copy, restored when nbgrader grades it.
+### BEGIN HIDDEN TESTS
+check_smoothing(my_smooth)
+### END HIDDEN TESTS

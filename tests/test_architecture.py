@@ -28,8 +28,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "models": ("nets", "dynamics", "buffer"),
     "world": ("envs",),
     "loop": ("config", "seeding", "schedules", "cost_estimate", "cost_control", "runlog", "batch",
-             "rollout", "imagine", "train"),
-    "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises"),
+             "rollout", "imagine", "train", "evaluation"),
+    "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises",
+              "course"),
 }
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
@@ -254,3 +255,102 @@ def test_seed_everything_repeats_random_streams():
     np.testing.assert_array_equal(first[2], second[2])
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     env.close()
+
+
+# ------------------------------------------------------------------ custom tasks
+def _readme_block(title: str) -> str:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split(f"### {title}")[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
+def test_the_readme_custom_task_trains_and_evaluates(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_readme_block("Your own constrained task"), "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "| mean |" in out
+    assert json.loads((tmp_path / "runs" / "lava" / "config.json").read_text())["cost_limit"] == 2.0
+
+
+class _SixTuple(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, five: bool = False, no_cost: bool = False) -> None:
+        self.five, self.no_cost = five, no_cost
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        obs = np.zeros(2, np.float32)
+        if self.no_cost:
+            return obs, 1.0, False, False, {}
+        if self.five:
+            return obs, 1.0, False, False, {"cost": 0.5}
+        return obs, 1.0, 0.5, False, False, {}
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"five": True}])
+def test_gymnasium_registered_envs_step_with_the_cost(kwargs) -> None:
+    from dynacppo_lite.envs import default_cost_limit
+
+    gym.register("Six-v0", entry_point=_SixTuple, max_episode_steps=3, kwargs=kwargs)
+    try:
+        env = make_env("Six-v0", num_envs=1, seed=0)
+        env.reset()
+        _, rew, cost, term, trunc, _ = env.step(np.zeros((1, 1), np.float32))
+        assert rew[0] == 1.0 and cost[0] == 0.5
+        for _ in range(2):
+            *_, trunc, info = env.step(np.zeros((1, 1), np.float32))
+        assert trunc[0] and info["episode"]["c"][0] == pytest.approx(1.5)
+        env.close()
+        with pytest.raises(ValueError, match="no cost limit is known for 'Six-v0'"):
+            default_cost_limit("Six-v0")
+    finally:
+        del gym.envs.registry["Six-v0"]
+
+
+def test_custom_env_errors_are_one_line() -> None:
+    from dynacppo_lite import register_env
+    from dynacppo_lite.envs import default_cost_limit
+
+    with pytest.raises(ValueError, match="register_env") as info:
+        make_env("Lava1D-v9")
+    assert "\n" not in str(info.value)
+    register_env("NoCost-v0", _SixTuple, cost_limit=1.0, no_cost=True)
+    assert default_cost_limit("NoCost-v0") == 1.0
+    env = make_env("NoCost-v0")
+    env.reset()
+    with pytest.raises(ValueError, match=r"returned 5 values without info\['cost'\]"):
+        env.step(np.zeros((1, 1), np.float32))
+    env.close()
+    with pytest.raises(ValueError, match="does not take render_mode"):
+        make_env("NoCost-v0", render_mode="rgb_array")
+    with pytest.raises(ValueError, match="no cost limit"):
+        default_cost_limit("Unknown-v0")
+
+
+def test_an_env_in_safety_gymnasiums_registry_need_not_take_render_mode() -> None:
+    from dynacppo_lite.envs.compat import import_safety_gymnasium
+
+    class NoRender(_SixTuple):
+        def __init__(self) -> None:  # no render_mode argument
+            super().__init__()
+
+    registry = import_safety_gymnasium().utils.registration
+    registry.register(id="SafetyNoRender-v0", entry_point=NoRender, max_episode_steps=5)
+    try:
+        env = make_env("SafetyNoRender-v0")
+        env.reset()
+        assert env.step(np.zeros((1, 1), np.float32))[2][0] == 0.5
+        env.close()
+    finally:
+        registry.safe_registry.discard("SafetyNoRender-v0")
+        gym.envs.registry.pop("SafetyNoRender-v0", None)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
 from dynacppo_lite.envs.presets import default_cost_limit
+from dynacppo_lite.runlog import final_score
 
 DEFAULT_TASKS = ["SafetyPointGoal1-v0", "SafetyPointCircle1-v0", "SafetyHalfCheetahVelocity-v1"]
 
@@ -76,14 +77,6 @@ def run_one(task: str, variant: Variant, seed: int, steps: int, log_dir: Path, d
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed: {out.stderr.strip().splitlines()[-1:]}")
     return run_dir
-
-
-def final_score(step: pd.Series, values: pd.Series, until: float | None = None) -> float:
-    """The package's final-score convention: the mean of ``values`` over the last 10% of steps
-    (of the run, or of the steps up to ``until``)."""
-    end = step.max() if until is None else until
-    keep = (step > 0.9 * end) & (step <= end)
-    return float(values[keep].mean()) if keep.any() else float("nan")
 
 
 def summarise(df: pd.DataFrame, cost_limit: float, target: float | None,

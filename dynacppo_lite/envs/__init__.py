@@ -4,6 +4,7 @@ from dynacppo_lite.envs.compat import silence_robotics_notice
 
 silence_robotics_notice()  # before the first `import gymnasium` below
 
+from dynacppo_lite.envs.custom import CUSTOM_COST_LIMITS, register_env  # noqa: E402
 from dynacppo_lite.envs.make import check_env_id, known_env_ids, make_env  # noqa: E402
 from dynacppo_lite.envs.presets import PRESETS, EnvPreset, default_cost_limit  # noqa: E402
 from dynacppo_lite.envs.toy import TOY_COST_LIMIT, TOY_ENV_ID, ToySpeedLimitEnv, register_toy_env  # noqa: E402
@@ -13,6 +14,7 @@ from dynacppo_lite.envs.wrappers import NormalizeObservation, SafeVectorEnv  # n
 register_toy_env()
 
 __all__ = [
+    "CUSTOM_COST_LIMITS",
     "PRESETS",
     "AsyncSafeVectorEnv",
     "TOY_COST_LIMIT",
@@ -26,4 +28,5 @@ __all__ = [
     "default_cost_limit",
     "known_env_ids",
     "make_env",
+    "register_env",
 ]

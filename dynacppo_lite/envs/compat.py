@@ -148,3 +148,8 @@ def int_joint_ids(init_jnt_sensors: Callable[[Any], None]) -> Callable[[Any], No
 
     wrapped._int_joint_ids = True  # type: ignore[attr-defined]
     return wrapped
+
+
+def safety_env_ids() -> set[str]:
+    """The ids in Safety-Gymnasium's registry."""
+    return set(import_safety_gymnasium().utils.registration.safe_registry)

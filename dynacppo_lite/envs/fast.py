@@ -142,9 +142,11 @@ def make_safety_env(
     registered config, ``kwargs`` and wrapper stack (``TimeLimit`` truncates at
     ``max_episode_steps``). Other ids (e.g. the velocity tasks, already fast) are made stock.
     """
+    if render_mode is not None:  # only when asked: an env registered without it still builds
+        kwargs["render_mode"] = render_mode
     if fast:
         spec = gymnasium.spec(env_id)
         if spec.entry_point == BUILDER_ENTRY_POINT:
             fast_spec = dataclasses.replace(spec, entry_point=FastBuilder)
-            return _sg.make(fast_spec, render_mode=render_mode, **kwargs)
-    return _sg.make(env_id, render_mode=render_mode, **kwargs)
+            return _sg.make(fast_spec, **kwargs)
+    return _sg.make(env_id, **kwargs)

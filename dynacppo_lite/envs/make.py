@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import gymnasium as gym
 
+from dynacppo_lite.envs.compat import safety_env_ids
+from dynacppo_lite.envs.custom import is_gymnasium_env, make_gymnasium_env
 from dynacppo_lite.envs.presets import PRESETS
 from dynacppo_lite.envs.toy import TOY_ENV_ID, ToySpeedLimitEnv
 from dynacppo_lite.envs.vector import AsyncSafeVectorEnv, SyncSafeVectorEnv
@@ -14,22 +16,22 @@ from dynacppo_lite.envs.wrappers import CostInInfo, NormalizeObservation, SafeVe
 
 
 def known_env_ids() -> list[str]:
-    """Every id :func:`make_env` accepts: the toy task, the presets and Safety-Gymnasium's."""
-    from dynacppo_lite.envs.compat import import_safety_gymnasium
-
-    registry = import_safety_gymnasium().utils.registration.safe_registry
-    return sorted({TOY_ENV_ID, *PRESETS, *registry})
+    """Every id :func:`make_env` accepts: the toy task, the presets, Safety-Gymnasium's, and any
+    env registered with gymnasium (``register_env`` or ``gym.register``)."""
+    return sorted({TOY_ENV_ID, *PRESETS, *safety_env_ids(), *gym.envs.registry})
 
 
 def check_env_id(env_id: str) -> None:
     """Raise a one-line ValueError naming close matches if ``env_id`` is not a known task."""
-    if env_id == TOY_ENV_ID or env_id in PRESETS:
+    if env_id == TOY_ENV_ID or env_id in PRESETS or is_gymnasium_env(env_id):
         return
     ids = known_env_ids()
     if env_id not in ids:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else f" Try e.g. {TOY_ENV_ID}."
-        raise ValueError(f"unknown env id {env_id!r}.{hint}")
+        raise ValueError(f"unknown env id {env_id!r}.{hint} Your own task: register it first with "
+                         "dynacppo_lite.register_env(id, entry_point, cost_limit=...) (or "
+                         "gymnasium.register)")
 
 
 def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | None = None,
@@ -46,6 +48,9 @@ def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | Non
         env_id, kwargs = preset.env_id, dict(preset.make_kwargs)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
+    if env_id not in PRESETS and is_gymnasium_env(env_id) and env_id not in safety_env_ids():
+        return lambda: make_gymnasium_env(env_id, render_mode=render_mode,
+                                          max_episode_steps=max_episode_steps)
 
     def factory() -> gym.Env:
         from dynacppo_lite.envs.fast import make_safety_env
@@ -62,7 +67,9 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
 
     Args:
         env_id: a Safety-Gymnasium id (``SafetyPointGoal1-v0``), a preset
-            (``CPPO-PointCircle1-v0``) or the toy task (``ToySpeedLimit-v0``).
+            (``CPPO-PointCircle1-v0``), the toy task (``ToySpeedLimit-v0``), or your own task
+            registered with gymnasium (``register_env``; see ``envs/custom.py``): its step returns
+            the 6-tuple or carries the cost in ``info["cost"]``.
         num_envs: one env runs in this process; more run in worker processes, one per env.
         seed: the first ``reset()`` seeds env ``i`` with ``seed + i``; action spaces are
             seeded too.

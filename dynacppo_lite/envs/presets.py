@@ -36,9 +36,22 @@ PRESETS: dict[str, EnvPreset] = {
 
 
 def default_cost_limit(env_id: str) -> float:
-    """The cost limit a run on ``env_id`` uses when the user gives none."""
+    """The cost limit a run on ``env_id`` uses when the user gives none: the preset's, the toy
+    task's, the one given to ``register_env``, or Safety-Gymnasium's 25 for its own tasks. Any
+    other id is a one-line ValueError: an unknown task never silently gets a limit."""
+    from dynacppo_lite.envs.custom import CUSTOM_COST_LIMITS
+
     if env_id in PRESETS:
         return PRESETS[env_id].cost_limit
     if env_id == TOY_ENV_ID:
         return TOY_COST_LIMIT
-    return SAFETY_GYM_COST_LIMIT
+    if env_id in CUSTOM_COST_LIMITS:
+        return CUSTOM_COST_LIMITS[env_id]
+    if env_id.startswith("Safety"):
+        from dynacppo_lite.envs.compat import safety_env_ids
+
+        if env_id in safety_env_ids():
+            return SAFETY_GYM_COST_LIMIT
+    raise ValueError(f"no cost limit is known for {env_id!r}: give one (Config(cost_limit=...), "
+                     "--cost-limit) or register the task with register_env(id, entry_point, "
+                     "cost_limit=...)")

@@ -124,7 +124,12 @@ def _gae_cases() -> list[Case]:
     ]
 
 
-def check_gae(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.gae",)
+
+
+def check_gae(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+              library_ok: bool = False) -> CheckResult:
     """Check ``fn(rewards, values, next_values, terminated, truncated, *, gamma, lam) -> adv``.
 
     All inputs are (T,) arrays of one env; returns the GAE advantages (T,). The reference is
@@ -132,4 +137,5 @@ def check_gae(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
     :func:`reference_gae`).
     """
     return run_cases("check_gae", fn, _gae_cases(), reference_gae, _GAE_MISTAKES,
-                     compare_arrays(rtol=1e-6, atol=1e-8, index_name="t"), quiet)
+                     compare_arrays(rtol=1e-6, atol=1e-8, index_name="t"), quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)

@@ -4,13 +4,21 @@ A checker calls the learner's function on its cases and stops at the first wrong
 answer is matched against *typical mistakes*: small, deliberately wrong variants of the
 computation. When the learner's output equals a mistake's output on the failing case (and that
 mistake does make a difference there), the hint names the mistake; otherwise the hint says where
-the output first differs. Nothing here raises on a wrong answer: a notebook under nbval must not
-fail while a learner is still working.
+the output first differs.
+
+A wrong answer *raises* :class:`CheckFailed` (an ``AssertionError``) whose message is the hint,
+so nbval, nbgrader's autograder and ``python -m dynacppo_lite check`` all fail on it;
+``strict=False`` (or :func:`verdict`) returns the :class:`CheckResult` instead, for interactive
+use. An answer that calls the library's own implementation of the exercise (or its reference)
+is refused (:func:`library_use`): the library is installed, so the reference is public, and the
+checker is what stops a submission from handing it back.
 """
 
 from __future__ import annotations
 
+import builtins
 import copy
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +48,71 @@ class CheckResult:
         return self.message
 
 
+class CheckFailed(AssertionError):
+    """A checker's verdict on a wrong answer; the message names the case and the hint."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+def verdict(check: Callable[..., CheckResult], fn: Callable[..., Any], *,
+            quiet: bool = False) -> CheckResult:
+    """The checker's verdict without raising: ``verdict(check_gae, my_gae)`` prints the same
+    message and returns the :class:`CheckResult` (truthy when every case passed)."""
+    return check(fn, quiet=quiet, strict=False)
+
+
+def library_use(fn: Callable[..., Any], modules: Sequence[str]) -> str | None:
+    """The library object ``fn`` hands the work to, or None.
+
+    Looks at ``fn`` itself, the global names its code (and the code of functions defined in it)
+    reads or imports, and its closure: any object of a module in ``modules``, of ``dynacppo_lite.exercises``,
+    or the package ``dynacppo_lite`` itself (from which every module is reachable) counts. A guard
+    against handing back the reference, not a sandbox: a determined learner can hide a call.
+    """
+    banned = (*modules, "dynacppo_lite.exercises")
+
+    def owner(obj: Any) -> str | None:
+        if isinstance(obj, types.ModuleType):
+            name = obj.__name__
+            return name if name == "dynacppo_lite" or _under(name, banned) else None
+        mod = getattr(obj, "__module__", None)
+        if isinstance(mod, str) and _under(mod, banned):
+            return f"{mod}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+        return None
+
+    found = owner(fn)
+    if found or not isinstance(fn, types.FunctionType):
+        return found
+    glb = fn.__globals__
+    codes, seen = [fn.__code__], set()
+    while codes:
+        code = codes.pop()
+        if code in seen:
+            continue
+        seen.add(code)
+        for name in code.co_names:
+            if name == "dynacppo_lite" or _under(name, banned):  # an import inside the function
+                return name
+            obj = glb.get(name, getattr(builtins, name, None))
+            if obj is not None and (found := owner(obj)):
+                return found
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    for cell in fn.__closure__ or ():
+        try:
+            obj = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if found := owner(obj):
+            return found
+    return None
+
+
+def _under(name: str, modules: Sequence[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 @dataclass
 class Case:
     """One call of the learner's function: ``fn(*args, **kwargs)``, named for the messages."""
@@ -64,14 +137,35 @@ Compare = Callable[[Any, Any], tuple[bool, str]]
 
 def run_cases(topic: str, fn: Callable[..., Any], cases: Sequence[Case],
               reference: Callable[..., Any], mistakes: Sequence[Mistake], compare: Compare,
-              quiet: bool) -> CheckResult:
-    """Run ``fn`` on every case; stop at the first wrong one with the best hint we have."""
+              quiet: bool, *, strict: bool = True, library: Sequence[str] = (),
+              library_ok: bool = False) -> CheckResult:
+    """Run ``fn`` on every case; stop at the first wrong one with the best hint we have.
+
+    ``strict``: raise :class:`CheckFailed` on a wrong answer (else return the result).
+    ``library``: the modules that hold this exercise's answer; a ``fn`` that uses them (or is the
+    reference) fails, unless ``library_ok`` (the package's own tests check the reference)."""
+    result = _run(topic, fn, cases, reference, mistakes, compare, library, library_ok)
+    if not quiet:
+        print(result.message)
+    if strict and not result.passed:
+        raise CheckFailed(result)
+    return result
+
+
+def _run(topic: str, fn: Callable[..., Any], cases: Sequence[Case], reference: Callable[..., Any],
+         mistakes: Sequence[Mistake], compare: Compare, library: Sequence[str],
+         library_ok: bool) -> CheckResult:
 
     def call(f: Callable[..., Any], case: Case) -> Any:
         # Deep copies: a learner's in-place edit must not change the reference's inputs.
         return f(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
 
     n = len(cases)
+    used = None if library_ok else library_use(fn, library)
+    if used is not None:
+        msg = (f"{topic}: your function uses {used}, the library's own answer.\nHint: write it "
+               "yourself from the exercise's description (numpy is enough).")
+        return CheckResult(topic, False, n, None, "uses_library", msg)
     for i, case in enumerate(cases, start=1):
         want = call(reference, case)
         head = f"{topic}: case {i}/{n} ({case.name})"
@@ -81,18 +175,18 @@ def run_cases(topic: str, fn: Callable[..., Any], cases: Sequence[Case],
             msg = (f"{head}: your function raised {type(exc).__name__}: {exc}\n"
                    "Hint: check the argument order and that you return a value (see the "
                    "exercise's signature).")
-            return _finish(CheckResult(topic, False, n, case.name, None, msg), quiet)
+            return CheckResult(topic, False, n, case.name, None, msg)
         ok, detail = compare(got, want)
         if ok:
             continue
         mistake = _diagnose(fn, case, cases, reference, mistakes, compare, call)
         if mistake is not None:
             msg = f"{head} is wrong.\nHint: {mistake.hint}\n({detail})"
-            return _finish(CheckResult(topic, False, n, case.name, mistake.key, msg), quiet)
+            return CheckResult(topic, False, n, case.name, mistake.key, msg)
         msg = f"{head} is wrong: {detail}."
-        return _finish(CheckResult(topic, False, n, case.name, None, msg), quiet)
+        return CheckResult(topic, False, n, case.name, None, msg)
     msg = f"{topic}: all {n} cases match the reference. Well done!"
-    return _finish(CheckResult(topic, True, n, message=msg), quiet)
+    return CheckResult(topic, True, n, message=msg)
 
 
 def _diagnose(fn: Callable[..., Any], failed: Case, cases: Sequence[Case],
@@ -124,12 +218,6 @@ def _diagnose(fn: Callable[..., Any], failed: Case, cases: Sequence[Case],
             continue
     scores = [sum(same(m.fn, out, case) for case, out in outputs) for m in candidates]
     return candidates[int(np.argmax(scores))]
-
-
-def _finish(result: CheckResult, quiet: bool) -> CheckResult:
-    if not quiet:
-        print(result.message)
-    return result
 
 
 def as_array(x: Any) -> np.ndarray:

@@ -19,7 +19,8 @@ def reference_estep_case(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: f
 
 
 def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius=True, n_kappa=True,
-                  infeasible_if_violating=False, unconstrained_if_safe=False, reach_alpha=False):
+                  infeasible_if_violating=False, unconstrained_if_safe=False, reach_alpha=False,
+                  ignore_cost=False):
     a = np.asarray(adv_r, dtype=np.float64)
     c = np.asarray(adv_c, dtype=np.float64)
     n = a.size
@@ -32,6 +33,8 @@ def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius
     if unconstrained_if_safe and cost_margin >= 0:
         return "unconstrained"
     alpha = float(c @ a) / float(np.linalg.norm(a))
+    if ignore_cost:  # the trust region alone decides: never on the cost line
+        return "infeasible" if kappa < -radius * float(np.linalg.norm(c)) else "unconstrained"
     if alpha * radius <= kappa:
         return "unconstrained"
     reach = abs(alpha) if reach_alpha else float(np.linalg.norm(c))
@@ -43,6 +46,12 @@ def _case_mistake(key: str, hint: str, **variant: Any) -> Mistake:
 
 
 _ESTEP_MISTAKES = [
+    _case_mistake(
+        "ignores_cost_constraint",
+        "the reward step x = R A/|A| is the answer only if it also meets the cost constraint: "
+        "check R (A . A_c)/|A| <= N d' (centred); when it does not, but the disc still reaches "
+        "the cost line, the batch is \"constrained\". You never return \"constrained\".",
+        ignore_cost=True),
     _case_mistake(
         "not_centred",
         "mean(v) = 1 means sum(x) = 0, so only the *centred* advantages matter (A - mean(A), "
@@ -98,9 +107,15 @@ def _compare_label(got: Any, want: Any) -> tuple[bool, str]:
     return (got == want), f"expected {want!r}, got {got!r}"
 
 
-def check_estep_case(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.estep", "dynacppo_lite.plots")
+
+
+def check_estep_case(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+                     library_ok: bool = False) -> CheckResult:
     """Check ``fn(adv_r, adv_c, *, cost_margin, kl_budget) -> str``: the case of Theorem 3.4
     (``"unconstrained"``, ``"constrained"`` or ``"infeasible"``), no element-wise bound.
     The reference agrees with ``estep.solve_estep`` (see tests/test_exercises.py)."""
     return run_cases("check_estep_case", fn, _estep_cases(), reference_estep_case, _ESTEP_MISTAKES,
-                     _compare_label, quiet)
+                     _compare_label, quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)

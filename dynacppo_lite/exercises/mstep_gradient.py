@@ -85,9 +85,15 @@ def _mstep_cases() -> list[Case]:
     ]
 
 
-def check_mstep_gradient(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.mstep", "dynacppo_lite.plots")
+
+
+def check_mstep_gradient(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+                         library_ok: bool = False) -> CheckResult:
     """Check ``fn(ratio, v, lower_clip) -> grad``: d loss / d r_i (N,) of the clipped tracking
     loss ``-mean(min((v - r).detach() r, (v - r).detach() clamp(r, min=b)))``. The reference is
     autograd through the library's ``mstep.mstep_loss``."""
     return run_cases("check_mstep_gradient", fn, _mstep_cases(), reference_mstep_gradient,
-                     _MSTEP_MISTAKES, compare_arrays(rtol=1e-6, atol=1e-9), quiet)
+                     _MSTEP_MISTAKES, compare_arrays(rtol=1e-6, atol=1e-9), quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)

@@ -84,11 +84,17 @@ _ONE_STEP_MISTAKES = [
 ]
 
 
-def check_one_step_error(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.dynamics",)
+
+
+def check_one_step_error(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+                         library_ok: bool = False) -> CheckResult:
     """Check ``fn(obs, rew, cost, next_obs, pred) -> (model_mse, baseline_mse)``.
 
     obs/next_obs (B, obs_dim), rew/cost (B,), pred (B, obs_dim + 2): the ensemble-mean
     prediction of y = (s' - s, r, c). See :func:`reference_one_step_error`.
     """
     return run_cases("check_one_step_error", fn, _one_step_cases(), reference_one_step_error,
-                     _ONE_STEP_MISTAKES, compare_tuple(("model_mse", "baseline_mse")), quiet)
+                     _ONE_STEP_MISTAKES, compare_tuple(("model_mse", "baseline_mse")), quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)

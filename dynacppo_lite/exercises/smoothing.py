@@ -59,8 +59,14 @@ def _smooth_cases() -> list[Case]:
     ]
 
 
-def check_smoothing(fn: Callable[..., Any], *, quiet: bool = False) -> CheckResult:
+#: Where the library computes this exercise's answer: a solution may not use it.
+_LIBRARY = ("dynacppo_lite.plots", "dynacppo_lite.widgets")
+
+
+def check_smoothing(fn: Callable[..., Any], *, quiet: bool = False, strict: bool = True,
+                    library_ok: bool = False) -> CheckResult:
     """Check ``fn(y, window) -> smoothed``: the trailing moving average of the run browser,
     same length as y, the first points averaging what exists (``plots.smooth``)."""
     return run_cases("check_smoothing", fn, _smooth_cases(), reference_smoothing, _SMOOTH_MISTAKES,
-                     compare_arrays(rtol=1e-9, atol=1e-9, index_name="t"), quiet)
+                     compare_arrays(rtol=1e-9, atol=1e-9, index_name="t"), quiet,
+                     strict=strict, library=_LIBRARY, library_ok=library_ok)
