@@ -297,13 +297,14 @@ class _SixTuple(gym.Env):
         return obs, 1.0, 0.5, False, False, {}
 
 
+@pytest.mark.parametrize("lean", [True, False])
 @pytest.mark.parametrize("kwargs", [{}, {"five": True}])
-def test_gymnasium_registered_envs_step_with_the_cost(kwargs) -> None:
+def test_gymnasium_registered_envs_step_with_the_cost(kwargs, lean) -> None:
     from dynacppo_lite.envs import default_cost_limit
 
     gym.register("Six-v0", entry_point=_SixTuple, max_episode_steps=3, kwargs=kwargs)
-    try:
-        env = make_env("Six-v0", num_envs=1, seed=0)
+    try:  # both vector stacks (a 5-tuple task once broke the lean one)
+        env = make_env("Six-v0", num_envs=1, seed=0, lean=lean)
         env.reset()
         _, rew, cost, term, trunc, _ = env.step(np.zeros((1, 1), np.float32))
         assert rew[0] == 1.0 and cost[0] == 0.5

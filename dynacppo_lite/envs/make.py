@@ -12,7 +12,7 @@ from dynacppo_lite.envs.custom import is_gymnasium_env, make_gymnasium_env
 from dynacppo_lite.envs.presets import PRESETS
 from dynacppo_lite.envs.toy import TOY_ENV_ID, ToySpeedLimitEnv
 from dynacppo_lite.envs.vector import AsyncSafeVectorEnv, SyncSafeVectorEnv
-from dynacppo_lite.envs.wrappers import CostInInfo, NormalizeObservation, SafeVectorEnv
+from dynacppo_lite.envs.wrappers import CostInInfo, CostInStep, NormalizeObservation, SafeVectorEnv
 
 
 def known_env_ids() -> list[str]:
@@ -49,8 +49,8 @@ def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | Non
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     if env_id not in PRESETS and is_gymnasium_env(env_id) and env_id not in safety_env_ids():
-        return lambda: make_gymnasium_env(env_id, render_mode=render_mode,
-                                          max_episode_steps=max_episode_steps)
+        return lambda: CostInStep(make_gymnasium_env(env_id, render_mode=render_mode,
+                                                     max_episode_steps=max_episode_steps))
 
     def factory() -> gym.Env:
         from dynacppo_lite.envs.fast import make_safety_env

@@ -30,6 +30,15 @@ class CostInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class CostInStep(gym.Wrapper):
+    """Single env: 5-tuple step with ``info["cost"]`` -> the 6-tuple (the inverse of
+    :class:`CostInInfo`), for tasks registered with gymnasium (``register_env``)."""
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, info["cost"], terminated, truncated, info
+
+
 class SafeVectorEnv(gym.vector.VectorEnvWrapper):
     """A vector env of :class:`CostInInfo` envs that steps with the 6-tuple API.
 
