@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dynacppo_lite.cli import main as cli_main
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
@@ -65,3 +66,19 @@ def test_bench_learning_tiny(tmp_path):
         final = [t[t["step"] >= 0.9 * t["step"].max()]["ep_return"].mean() for t in tail]
         assert np.isclose(r["return_mean"], np.mean(final))
     assert (tmp_path / "fig" / f"learning_{TOY_ENV_ID}.png").is_file()
+
+
+def test_bench_learning_scores_the_reference_curve_over_the_same_budget(tmp_path, monkeypatch):
+    from dynacppo_lite.bench import learning
+
+    ref = tmp_path / "ref.csv"
+    steps = np.arange(1, 11) * 500  # a reference run of 5,000 steps, return = step / 1000
+    pd.DataFrame({"TotalEnvSteps": steps, "EpRet": steps / 1000, "EpCost": 0.0}).to_csv(ref)
+    monkeypatch.setitem(learning.REFERENCE_CURVES, TOY_ENV_ID, ("ref", ref))
+    assert cli_main(["bench", "learning", "--tasks", TOY_ENV_ID, "--algos", "cppo", "--seeds", "0",
+                     "--steps", "2000", "--steps-per-iter", "1000", "--log-dir", str(tmp_path / "runs"),
+                     "--figures", str(tmp_path / "fig"), "--out", str(tmp_path)]) == 0
+    rows = {r["algo"]: r for r in json.loads((tmp_path / "learning.json").read_text())["results"]}
+    # Budget 2,000: the last 10% of it holds the reference's row at step 2,000 only (return 2.0),
+    # not the end of the reference curve (5.0).
+    assert rows["ref (reference)"]["return_mean"] == pytest.approx(2.0)

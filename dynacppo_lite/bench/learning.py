@@ -164,7 +164,9 @@ def report(args: argparse.Namespace, variants: list[Variant],
                           for d in ds] for label, ds in runs.items()}
         ref = reference_curve(task)
         if ref is not None:
-            scored[f"{ref[0]} (reference)"] = [summarise(ref[1], limit, None, args.marks)]
+            # Scored over the same budget as the runs, not over the whole reference curve.
+            within = ref[1][ref[1]["step"] <= args.steps]
+            scored[f"{ref[0]} (reference)"] = [summarise(within, limit, None, args.marks)]
         for label, per_seed in scored.items():
             row = {"task": task, "algo": label, "steps": args.steps, "seeds": len(per_seed),
                    "cost_limit": limit, "figure": str(fig)}
