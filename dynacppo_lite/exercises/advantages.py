@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from dynacppo_lite.exercises.checking import Case, CheckResult, Mistake, compare_arrays, run_cases
+from dynacppo_lite.exercises.checking import (
+    Case,
+    CheckResult,
+    compare_arrays,
+    mistake_from_variant,
+    run_cases,
+)
 from dynacppo_lite.gae import gae
 
 
@@ -48,8 +54,7 @@ def _gae_variant(rewards, values, next_values, terminated, truncated, *, gamma, 
     return adv + v if as_returns else adv
 
 
-def _gae_mistake(key: str, hint: str, **variant: Any) -> Mistake:
-    return Mistake(key, lambda *a, **kw: _gae_variant(*a, **kw, **variant), hint)
+_gae_mistake = mistake_from_variant(_gae_variant)
 
 
 _GAE_MISTAKES = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,15 @@ class Mistake:
     key: str
     fn: Callable[..., Any]
     hint: str
+
+
+def mistake_from_variant(variant: Callable[..., Any]) -> Callable[..., Mistake]:
+    """``make(key, hint, **fixed)``: a :class:`Mistake` whose answer is ``variant`` called with
+    the exercise's arguments and the keywords ``fixed`` that select the wrong variant."""
+    def make(key: str, hint: str, **fixed: Any) -> Mistake:
+        return Mistake(key, functools.partial(variant, **fixed), hint)
+
+    return make
 
 
 #: ``compare(got, want) -> (equal, what differs)``.

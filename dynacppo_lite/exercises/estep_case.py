@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dynacppo_lite.exercises.checking import Case, CheckResult, Mistake, run_cases
+from dynacppo_lite.exercises.checking import Case, CheckResult, mistake_from_variant, run_cases
 from dynacppo_lite.plots import ESTEP_CASES, estep_plane, synthetic_advantages
 
 
@@ -41,8 +41,7 @@ def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius
     return "infeasible" if kappa < -radius * reach else "constrained"
 
 
-def _case_mistake(key: str, hint: str, **variant: Any) -> Mistake:
-    return Mistake(key, lambda *a, **kw: _case_variant(*a, **kw, **variant), hint)
+_case_mistake = mistake_from_variant(_case_variant)
 
 
 _ESTEP_MISTAKES = [

@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from dynacppo_lite.exercises.checking import Case, CheckResult, Mistake, compare_arrays, run_cases
+from dynacppo_lite.exercises.checking import (
+    Case,
+    CheckResult,
+    compare_arrays,
+    mistake_from_variant,
+    run_cases,
+)
 from dynacppo_lite.plots import tracking_gradient
 
 
@@ -32,8 +38,7 @@ def _grad_variant(ratio, v, lower_clip, *, clip="right", sign=1.0, scale="mean",
     return g * r if wrt_log else g
 
 
-def _grad_mistake(key: str, hint: str, **variant: Any) -> Mistake:
-    return Mistake(key, lambda *a, **kw: _grad_variant(*a, **kw, **variant), hint)
+_grad_mistake = mistake_from_variant(_grad_variant)
 
 
 _MSTEP_MISTAKES = [

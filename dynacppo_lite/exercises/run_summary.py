@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from dynacppo_lite.exercises.checking import Case, CheckResult, Mistake, compare_tuple, run_cases
+from dynacppo_lite.exercises.checking import (
+    Case,
+    CheckResult,
+    compare_tuple,
+    mistake_from_variant,
+    run_cases,
+)
 from dynacppo_lite.runlog import final_score
 
 
@@ -31,25 +37,24 @@ def _summary_variant(step, ep_return, ep_cost, cost_limit, *, kind):
     return mr, mc, bool(sat)
 
 
-def _summary_mistake(key: str, hint: str, kind: str) -> Mistake:
-    return Mistake(key, lambda *a, **kw: _summary_variant(*a, **kw, kind=kind), hint)
+_summary_mistake = mistake_from_variant(_summary_variant)
 
 
 _SUMMARY_MISTAKES = [
     _summary_mistake("last_value", "average the rows of the last 10% of steps, not only the last "
-                     "row: single episodes are noisy.", "last"),
+                     "row: single episodes are noisy.", kind="last"),
     _summary_mistake("head", "the *end* of the run is what the policy learned: keep the rows with "
-                     "step > 0.9 * step[-1], not the first 10%.", "head"),
+                     "step > 0.9 * step[-1], not the first 10%.", kind="head"),
     _summary_mistake("whole_run", "average only the last 10% of steps, not the whole run: early "
-                     "iterations are an untrained policy.", "all"),
+                     "iterations are an untrained policy.", kind="all"),
     _summary_mistake("boundary", "the last 10% of steps is step > 0.9 * step[-1] (strictly): the "
-                     "row exactly at 90% belongs to the earlier part.", "boundary"),
+                     "row exactly at 90% belongs to the earlier part.", kind="boundary"),
     _summary_mistake("tail_20", "the convention is the last 10% of steps (step > 0.9 * step[-1]), "
-                     "not 20%.", "tail20"),
+                     "not 20%.", kind="tail20"),
     _summary_mistake("strict", "a run meets the constraint when its cost is *at most* the limit "
-                     "(<=).", "strict"),
+                     "(<=).", kind="strict"),
     _summary_mistake("reversed", "satisfied means final cost <= cost limit (you reversed it).",
-                     "reversed"),
+                     kind="reversed"),
 ]
 
 

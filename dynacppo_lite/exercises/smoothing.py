@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from dynacppo_lite.exercises.checking import Case, CheckResult, Mistake, compare_arrays, run_cases
+from dynacppo_lite.exercises.checking import (
+    Case,
+    CheckResult,
+    compare_arrays,
+    mistake_from_variant,
+    run_cases,
+)
 from dynacppo_lite.plots import smooth
 
 
@@ -31,20 +37,19 @@ def _smooth_variant(y, window, *, kind):
     raise ValueError(kind)
 
 
-def _smooth_mistake(key: str, hint: str, kind: str) -> Mistake:
-    return Mistake(key, lambda *a, **kw: _smooth_variant(*a, **kw, kind=kind), hint)
+_smooth_mistake = mistake_from_variant(_smooth_variant)
 
 
 _SMOOTH_MISTAKES = [
     _smooth_mistake("centred", "the window must trail: point t averages y[t - window + 1 : t + 1]; "
-                    "a centred window lets the curve see the future.", "centred"),
+                    "a centred window lets the curve see the future.", kind="centred"),
     _smooth_mistake("zero_padded", "the first window - 1 points average only the values that "
                     "exist (t + 1 of them): you divided by the full window, as if zeros came "
-                    "before the run.", "zero_padded"),
+                    "before the run.", kind="zero_padded"),
     _smooth_mistake("valid", "keep one smoothed point per iteration (same length as y): the first "
-                    "points average what exists.", "valid"),
+                    "points average what exists.", kind="valid"),
     _smooth_mistake("off_by_one", "the window holds exactly `window` points, the current one "
-                    "included: y[t - window + 1 : t + 1].", "one_more"),
+                    "included: y[t - window + 1 : t + 1].", kind="one_more"),
 ]
 
 
