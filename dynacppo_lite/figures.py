@@ -291,18 +291,27 @@ def fig_learning_curves(run_dirs: list[Path], title: str | None = None):
 
 
 def training_configs(smoke: bool, log_dir: str | Path, seed: int = 0,
-                     device: str = "auto") -> list[Any]:
-    """Notebook 05's three runs (CPPO, PPO-Lag, Dyna-CPPO): one budget, one seed."""
+                     device: str = "auto", num_envs: int = 1) -> list[Any]:
+    """Notebook 05's three runs (CPPO, PPO-Lag, Dyna-CPPO): one budget, one seed.
+
+    ``num_envs`` (full mode) > 1 steps that many envs in worker processes, e.g. 16 on a 16-core
+    GPU machine; the run names then end in ``_n<num_envs>`` so they never reuse a 1-env run.
+    """
     from dynacppo_lite.config import TOY_CONTROL, Config
 
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    suffix = ""
     if smoke:
         common = dict(env_id=SMOKE_ENV, total_steps=8_000, steps_per_iter=1_000, num_envs=1,
                       pi_lr=3e-3, model_start_iter=2, model_hidden=(64, 64), ensemble_size=3,
                       model_fit_epochs=5, **TOY_CONTROL)
     else:  # what `bench learning` runs, under its run names, so its run directories can be reused
-        common = dict(env_id=FULL_ENV, total_steps=1_000_000, steps_per_iter=4_000, num_envs=1)
+        common = dict(env_id=FULL_ENV, total_steps=1_000_000, steps_per_iter=4_000,
+                      num_envs=num_envs)
+        suffix = f"_n{num_envs}" if num_envs > 1 else ""
     return [Config(algo=algo, seed=seed, device=device, log_dir=str(log_dir),
-                   run_name=f"{common['env_id']}_{algo}_s{seed}", **common)
+                   run_name=f"{common['env_id']}_{algo}_s{seed}{suffix}", **common)
             for algo in ("cppo", "ppo-lag", "dyna-cppo")]
 
 

@@ -38,6 +38,20 @@
 # Finished runs are reused and interrupted ones resumed when the notebook is run again, and a
 # `bench learning` run directory with the same runs (seed 0) can be copied in to reuse it.
 #
+# **On a GPU machine** (Python 3.12, numpy 2, a CUDA torch; the README's "GPU training"), set
+# `NUM_ENVS` below to the number of CPU cores (e.g. 16): the envs then step in that many worker
+# processes while the networks and the dynamics ensemble sit on the GPU (`DEVICE = "auto"`
+# picks CUDA). From a shell, in the repository:
+#
+# ```bash
+# make setup PY=python3.12                 # keeps triton where nvidia-smi finds a GPU
+# DYNACPPO_SMOKE=0 .venv-python3.12/bin/jupyter nbconvert --to notebook --execute \
+#     notebooks/05_training_runs.ipynb --output /tmp/05_full.ipynb --ExecutePreprocessor.timeout=-1
+# ```
+#
+# or `make lab FULL=1` and run it by hand. Those runs are named `..._n16`, apart from the 1-env
+# runs `bench learning` makes.
+#
 # ## Headless rendering: EGL
 #
 # MuJoCo renders offscreen through one of three OpenGL back-ends chosen by `MUJOCO_GL`: `glfw`
@@ -58,6 +72,7 @@ for var in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):  # before anything imports mujoco
 SMOKE = os.environ.get("DYNACPPO_SMOKE", "0") == "1"  # CI runs every notebook with DYNACPPO_SMOKE=1
 SEED = 0
 DEVICE = "auto"  # CUDA when present, else CPU
+NUM_ENVS = 1  # full mode: env worker processes (16 on a 16-core GPU machine)
 RENDER_ENV = "SafetyPointGoal1-v0"  # what the GIF shows (the toy task has no renderer)
 GIF_STEPS = 8 if SMOKE else 400  # smoke: a few frames of an untrained policy, to test the pipeline
 
@@ -92,7 +107,7 @@ print(f"device: {resolve_device(DEVICE)}; runs go to {LOG_DIR}")
 # matter here; `Config.kl_budget` is the E-step's $\delta' = \mathrm{KL} / (2\ln 2 - 1)$.
 
 # %%
-configs = training_configs(SMOKE, LOG_DIR, seed=SEED, device=DEVICE)
+configs = training_configs(SMOKE, LOG_DIR, seed=SEED, device=DEVICE, num_envs=NUM_ENVS)
 fields = ["algo", "env_id", "total_steps", "steps_per_iter", "num_envs", "seed", "device",
           "pi_lr", "kl", "lower_clip", "v_lower_bound", "model_start_iter", "model_horizon",
           "imagined_frac"]

@@ -141,3 +141,19 @@ def test_figure_functions_draw_from_the_library(tmp_path) -> None:
                      (figures.fig_gae_perfect_critic, "02.png")):
         path = figures.save(fn(), name, tmp_path)
         assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_notebook05_full_mode_configs_match_the_bench_and_scale_out() -> None:
+    """Full mode = the bench's 1-env settings and run names; more envs get their own names."""
+    from dynacppo_lite.figures import training_configs
+
+    one = training_configs(False, "runs", seed=3)
+    assert [c.run_name for c in one] == [f"SafetyPointGoal1-v0_{a}_s3"
+                                         for a in ("cppo", "ppo-lag", "dyna-cppo")]
+    assert {(c.num_envs, c.total_steps, c.steps_per_iter) for c in one} == {(1, 1_000_000, 4_000)}
+    many = training_configs(False, "runs", device="cuda", num_envs=16)
+    assert all(c.num_envs == 16 and c.device == "cuda" and c.run_name.endswith("_s0_n16")
+               for c in many)
+    assert {c.num_envs for c in training_configs(True, "runs", num_envs=16)} == {1}  # smoke: toy
+    with pytest.raises(ValueError, match="num_envs"):
+        training_configs(False, "runs", num_envs=0)
