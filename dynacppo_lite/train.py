@@ -483,7 +483,7 @@ class Trainer:
         else:
             adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
             if u is not None:
-                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
+                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget, cfg.v_lower_bound)
             else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
                 # cost change scales with it: ask for margin / reach at the full radius
                 estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
