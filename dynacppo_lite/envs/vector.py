@@ -29,24 +29,30 @@ observations, rewards, costs, flags and final observations pass through shared m
 command is a single byte written to each worker's connection (the action dtype's character), and
 a single byte comes back. The default is one stepper per core, at most one per env
 (:func:`default_num_workers`): on 2 cores, 2 envs are this process + 1 worker and 16 envs are
-this process + 1 worker with 8 each. Why, measured on 2 cores (``SafetyPointCircle1-v0``, random
-actions, variants interleaved in one process; the cores were also busy with two training runs,
-load 2.4-2.9):
+this process + 1 worker with 8 each. Why, measured on 2 cores (random actions, resets
+included, the layouts interleaved in one process; steps/s as a fraction of one raw env's in the
+same process; two runs each, while two to four training runs kept the cores busy, load 2.4-5.3):
 
-* one process per env, with this process only waiting (the layout before), was the slowest:
-  0.36 of a raw env's steps/s for 2 envs (482 us per vector step against 86 us per raw env
-  step), 0.42 for 4; more processes than cores only add wake-ups;
-* signalling with one raw byte instead of a pickled ``(command, data)`` message through
-  ``Connection.send``/``recv`` made that same layout 1.7x faster (0.36 -> 0.61 of raw); a round
-  trip to a worker costs about 6 us against 21 us (17 us with ``send_bytes``);
-* this process stepping its share instead of waiting: 0.72 of raw for 2 envs (2.0x the layout
-  before), 0.81 for 4 envs in 2 groups of 2 (1.9x);
-* on ``SafetyPointGoal1-v0`` (a 180 us step) the same order: 0.67, 0.75 and 0.82 of raw.
+* one worker per env, this process only waiting (the layout before): 0.36-0.50 of raw for 2
+  envs on ``SafetyPointCircle1-v0`` (332-482 us per vector step against 82-86 us per raw env
+  step), 0.42-0.57 for 4; 0.66-0.67 and 0.50-0.66 on ``SafetyPointGoal1-v0`` (a 180 us step);
+* the same layout signalling one raw byte instead of a pickled ``(command, data)`` message
+  through ``Connection.send``/``recv``: 1.0-1.7x faster (a round trip to a worker took 6 us
+  against 21 us, 17 us with ``send_bytes``);
+* this process stepping its share, one stepper per core: 0.68-0.72 (2 envs) and 0.81-0.83 (4
+  envs, two groups of 2) on PointCircle1, 0.80-0.82 and 0.82-0.88 on PointGoal1, 1.2x-2.0x the
+  layout before; 4 envs on this process + 3 workers were slower (0.51-0.77 and 0.57-0.69);
+  16 envs on PointCircle1: 2.0x the layout before (10,979 against 5,538 steps/s); cppo
+  training with 2 envs (``bench throughput --algos cppo --workers 2``): 1.4-1.5x on
+  PointCircle1, 1.07-1.08x on PointGoal1.
+
+An idle machine was not at hand for these runs.
 
 No stepper spins while it waits (both ends block in ``read``), so the cores stay free for the
-other steppers and the policy. On cores that other work keeps busy, every wake-up waits for a
-core, and stepping every env here (:class:`SyncSafeVectorEnv`, ``make_env(num_workers=0)``) was
-fastest above: 0.94 of raw for 2 envs on PointCircle1.
+other steppers and the policy. On cores that other work keeps busy every wake-up waits for a
+core, so up to 4 envs stepping them all here (:class:`SyncSafeVectorEnv`,
+``make_env(num_workers=0)``) was faster still in those runs (0.86-1.01 of raw); with 16 envs
+the default layout beat it (9,732 steps/s).
 """
 
 from __future__ import annotations
