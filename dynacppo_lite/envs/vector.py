@@ -389,6 +389,7 @@ class AsyncSafeVectorEnv(_SafeVectorBase):
 
     @property
     def num_workers(self) -> int:
+        """Worker processes (this process's own envs aside)."""
         return len(self._procs)
 
     def _gather(self) -> list[Any]:
