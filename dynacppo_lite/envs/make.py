@@ -11,7 +11,7 @@ from dynacppo_lite.envs.compat import safety_env_ids
 from dynacppo_lite.envs.custom import is_gymnasium_env, make_gymnasium_env
 from dynacppo_lite.envs.presets import PRESETS
 from dynacppo_lite.envs.toy import TOY_ENV_ID, ToySpeedLimitEnv
-from dynacppo_lite.envs.vector import AsyncSafeVectorEnv, SyncSafeVectorEnv
+from dynacppo_lite.envs.vector import AsyncSafeVectorEnv, SyncSafeVectorEnv, default_num_workers
 from dynacppo_lite.envs.wrappers import CostInInfo, CostInStep, NormalizeObservation, SafeVectorEnv
 
 
@@ -62,7 +62,8 @@ def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | Non
 
 def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bool = True,
              fast: bool = True, render_mode: str | None = None,
-             max_episode_steps: int | None = None, lean: bool = True) -> gym.vector.VectorEnv:
+             max_episode_steps: int | None = None, lean: bool = True,
+             num_workers: int | None = None) -> gym.vector.VectorEnv:
     """A vector env over ``num_envs`` copies of ``env_id`` that steps with the 6-tuple API.
 
     Args:
@@ -70,7 +71,7 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
             (``CPPO-PointCircle1-v0``), the toy task (``ToySpeedLimit-v0``), or your own task
             registered with gymnasium (``register_env``; see ``envs/custom.py``): its step returns
             the 6-tuple or carries the cost in ``info["cost"]``.
-        num_envs: one env runs in this process; more run in worker processes, one per env.
+        num_envs: envs stepped together; see ``num_workers`` for where they run.
         seed: the first ``reset()`` seeds env ``i`` with ``seed + i``; action spaces are
             seeded too.
         normalize_obs: wrap in :class:`NormalizeObservation` (running mean/var).
@@ -81,7 +82,12 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
         lean: the package's own vector envs (:mod:`dynacppo_lite.envs.vector`: same numbers,
             less work per step, shared memory for the workers); ``False`` gives gymnasium's
             ``SyncVectorEnv``/``AsyncVectorEnv`` under :class:`SafeVectorEnv` for comparison,
-            whose ``info`` also carries the sub-envs' own keys.
+            whose ``info`` also carries the sub-envs' own keys (one env in this process, more in
+            one worker process each).
+        num_workers: worker processes stepping the envs in parallel with this process, which
+            steps the first share itself (:class:`AsyncSafeVectorEnv`); ``0`` steps every env
+            here (:class:`SyncSafeVectorEnv`). Default: one stepper per core, at most one per
+            env (:func:`~dynacppo_lite.envs.vector.default_num_workers`). Lean envs only.
 
     Returns:
         ``env`` with ``env.step(a) -> (obs, reward, cost, terminated, truncated, info)``, all
@@ -94,8 +100,12 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
                                  max_episode_steps=max_episode_steps)
     env: gym.vector.VectorEnv
     if lean:
-        env = (SyncSafeVectorEnv if num_envs == 1 else AsyncSafeVectorEnv)([factory] * num_envs,
-                                                                          seed=seed)
+        if num_workers is None:
+            num_workers = default_num_workers(num_envs)
+        env = (AsyncSafeVectorEnv([factory] * num_envs, seed=seed, num_workers=num_workers)
+               if num_workers else SyncSafeVectorEnv([factory] * num_envs, seed=seed))
+    elif num_workers is not None:
+        raise ValueError("num_workers picks the lean vector env's layout: not with lean=False")
     else:
         def wrapped() -> gym.Env:
             return CostInInfo(factory())
