@@ -438,12 +438,16 @@ class Trainer:
             mode = self.switch.update(cost_est)
         else:
             mode = "normal"  # the E-step turns to recovery where the margin cannot be met
-        # pid: the E-step stays in normal mode; at u = -1 only pure cost descent meets the
-        # margin, and where nothing does the E-step itself turns to recovery (its case 3).
+        # pid: the E-step stays in normal mode while u > -1. Saturated (u = -1) the margin is the
+        # largest reachable cut, only pure cost descent meets it, and the recovery M-step takes
+        # that step: the tracking loss alone left the cost at ~100 on SafetyPointGoal1-v0 with
+        # u near -1 for 2e5 steps, where the recovery loss's A_c projection brought it down.
         # The recovery rule's first choice, the largest cost cut that keeps A.x >= 0, was not
         # used: on the Goal tasks cost and reward advantages are correlated, and 200k steps at
         # that reward-neutral angle (about -pi/2) did not bring the cost down.
         u = self.controller.update(cost_est, self.cost_limit, fresh) if cfg.cost_control == "pid" else None
+        if u is not None and u <= -1.0:
+            mode = "recovery"
 
         adv = self.advantages(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r,
                               ro.next_values_c, ro.terminated, ro.truncated, gamma=cfg.gamma,
