@@ -30,7 +30,9 @@ class Config:
     total_steps: int = 1_000_000
     """Real environment steps in total (summed over envs)."""
     num_envs: int = 2
-    """Parallel environments (1: in-process; more: one async worker process each)."""
+    """Parallel environments (1: in this process; more: split into one group per CPU core,
+    this process stepping the first and a worker process each of the others; see
+    ``envs/vector.py``)."""
     steps_per_iter: int = 4_000
     """Real steps per iteration (summed over envs); rounded down to a multiple of num_envs."""
     cost_limit: float | None = None
