@@ -43,8 +43,10 @@ test: setup
 		$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 # What depends on the Python, mujoco, numpy and torch versions: the envs, the fast path against
-# stock, the dynamics model and the trainer. CI runs it on a second Python (`PY=python3.12`).
-ENV_TESTS := tests/test_envs.py tests/test_fast_env.py tests/test_dynamics.py tests/test_train.py
+# stock, the vector env (its workers and their signalling), the dynamics model and the trainer.
+# CI runs it on a second Python (`PY=python3.12`).
+ENV_TESTS := tests/test_envs.py tests/test_fast_env.py tests/test_vector_env.py tests/test_dynamics.py \
+	tests/test_train.py
 test-envs: setup
 	$(BIN)/python -m pytest $(ENV_TESTS)
 
