@@ -239,14 +239,11 @@ class Config:
 
 #: Cost-control speeds for the toy task: its cost answers a policy change within one iteration
 #: (20 short episodes), so the controller and the multiplier may move 10-30x faster than the
-#: defaults, which are set for 1000-step Safety-Gymnasium episodes. kp = 2: a cut scaled by what
-#: the E-step can reach under v >= b is smaller for the same u than the sphere's, and with kp = 1
-#: the toy's cost settled ~10% over its limit (seeds 0-3: 11.0, 9.9, 11.6, 9.7; kp = 2: 10.7,
-#: 10.3, 10.9, 9.9, mean of the last 20% of 30k steps).
+#: defaults, which are set for 1000-step Safety-Gymnasium episodes.
 #: init_log_std = -0.5: the toy's limit is a speed of 0.5 on a [-1, 1] action, so an initial
 #: std of 1 puts 31% of the exploring actions over it and 30 short iterations do not shrink it:
 #: ppo-lag ended at cost 18.5 against the limit 10 (seed 0; 8.7 with -0.5).
-TOY_CONTROL: dict[str, float] = dict(pid_ki=0.3, pid_kp=2.0, lagrangian_lr=0.2, init_log_std=-0.5)
+TOY_CONTROL: dict[str, float] = dict(pid_ki=0.3, pid_kp=1.0, lagrangian_lr=0.2, init_log_std=-0.5)
 
 #: Named training set-ups (``python -m dynacppo_lite train --preset NAME``, flags override them).
 #: ``readme`` is what ``make train`` runs (see README); ``figures`` finds its run from it.

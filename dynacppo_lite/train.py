@@ -438,10 +438,11 @@ class Trainer:
             mode = self.switch.update(cost_est)
         else:
             mode = "normal"  # the E-step turns to recovery where the margin cannot be met
-        # pid: the E-step stays in normal mode while u > -1. Saturated (u = -1) the margin is the
-        # largest reachable cut, only pure cost descent meets it, and the recovery M-step takes
-        # that step: the tracking loss alone left the cost at ~100 on SafetyPointGoal1-v0 with
-        # u near -1 for 2e5 steps, where the recovery loss's A_c projection brought it down.
+        # pid: the E-step stays in normal mode while u > -1 and turns to recovery itself where
+        # the margin is out of reach (cost_control.py). Saturated (u = -1) the recovery M-step
+        # always takes the step: the tracking loss alone on a pure cost-descent target left the
+        # cost at ~100 on SafetyPointGoal1-v0 for 2e5 steps, where the recovery loss's A_c
+        # projection brought it down.
         # The recovery rule's first choice, the largest cost cut that keeps A.x >= 0, was not
         # used: on the Goal tasks cost and reward advantages are correlated, and 200k steps at
         # that reward-neutral angle (about -pi/2) did not bring the cost down.
@@ -487,7 +488,7 @@ class Trainer:
         else:
             adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
             if u is not None:
-                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget, cfg.v_lower_bound)
+                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
             else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
                 # cost change scales with it: ask for margin / reach at the full radius
                 estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin

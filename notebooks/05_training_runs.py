@@ -160,11 +160,12 @@ if not SMOKE:
 #   episodes (`cost_est_se` is its standard error: one 1000-step Goal episode's cost has a
 #   standard deviation of 30-80, so the 4 episodes of one iteration would be far too noisy).
 #   A PI controller turns the violation into `margin_u`, the E-step's cost margin as a fraction
-#   of the largest cost change the E-step can reach: 1 = ignore cost, 0 = no predicted cost
-#   increase, -1 = the largest cost cut the batch allows (`mode` is then `recovery`). That
-#   largest cut is solved on the batch, not read off the trust-region sphere: with $v \ge b$
-#   and a sparse cost advantage (a few samples that enter a hazard) the hazard samples sit at
-#   the bound and the real cut is a fraction of the sphere's. The paper's $d'$ is logged as
+#   of the largest cost change the trust region allows: 1 = ignore cost, 0 = no predicted cost
+#   increase, -1 = pure cost descent (`mode` is then `recovery`). With $v \ge b$ and a sparse
+#   cost advantage (a few samples that enter a hazard) the hazard samples sit at the bound, so
+#   the cut the E-step can reach is a fraction of that sphere's: a margin beyond it is met by
+#   recovery (pure cost descent), which on the Goal task happens well before u = -1. The
+#   paper's $d'$ is logged as
 #   `cost_margin`; the paper's bang-bang switch is `Config(cost_control="bang-bang")`.
 #   `kl` is the KL the policy update realised and `reach` the slope of $r - 1$ on $v - 1$: the
 #   M-step follows only 5-15% of the E-step's per-sample target, which is why the package's
