@@ -30,7 +30,7 @@ class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log-std."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64),
-                 init_log_std: float = 0.0) -> None:
+                 init_log_std: float = -0.5) -> None:
         super().__init__()
         self.mu = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), init_log_std))
@@ -69,7 +69,7 @@ class ActorCritic(nn.Module):
     """The policy and the two critics (reward V_r and cost V_c) of one agent."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64),
-                 init_log_std: float = 0.0) -> None:
+                 init_log_std: float = -0.5) -> None:
         super().__init__()
         self.pi = GaussianPolicy(obs_dim, act_dim, hidden, init_log_std)
         self.v_r = Critic(obs_dim, hidden)
