@@ -446,7 +446,9 @@ class Trainer:
         # The recovery rule's first choice, the largest cost cut that keeps A.x >= 0, was not
         # used: on the Goal tasks cost and reward advantages are correlated, and 200k steps at
         # that reward-neutral angle (about -pi/2) did not bring the cost down.
-        u = self.controller.update(cost_est, self.cost_limit, fresh) if cfg.cost_control == "pid" else None
+        u = None
+        if cfg.cost_control == "pid" and cfg.algo != "ppo-lag":  # ppo-lag has its multiplier
+            u = self.controller.update(cost_est, self.cost_limit, fresh)
         if u is not None and u <= -1.0:
             mode = "recovery"
 

@@ -54,6 +54,16 @@ def test_cppo_switches_to_recovery_when_over_the_limit(tmp_path):
     assert "recovery" in modes
 
 
+def test_ppo_lag_is_never_in_recovery_far_over_the_limit(tmp_path):
+    """Regression: CPPO's saturated controller (u = -1 -> recovery) also ran for ppo-lag and
+    logged its rows as "recovery" (its update was the Lagrangian one all along)."""
+    run = train(toy_config(tmp_path, algo="ppo-lag", total_steps=12_000, cost_limit=0.5,
+                           run_name="strict-lag"))
+    table = rows(run)
+    assert {r["mode"] for r in table} == {"lagrange"}
+    assert float(table[-1]["lagrange"]) > 0.5  # the multiplier did the work
+
+
 def test_same_seed_same_csv(tmp_path):
     cfg = dict(total_steps=4_000, seed=5)
     a = rows(train(toy_config(tmp_path, run_name="a", **cfg)))
