@@ -34,7 +34,7 @@ CSV_COLUMNS = [
     "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
     "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change", "kl",
     "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
-    "estep_feasible", "lagrange", "loss_pi",
+    "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
     "loss_dyn_holdout", "imagined_frac", "imagined_cost_rate", "branch_len_mean", "sps",
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",

@@ -27,7 +27,7 @@ give your own function as ``Trainer(cfg, estep=..., policy_loss=..., advantages=
 
     advantages   dual GAE of the real rollout      (default ``gae.dual_gae``)
     estep        the E-step's target ratios v*     (default ``estep.solve_estep``)
-    policy_loss  the normal-mode M-step loss       (default ``mstep.mstep_loss``)
+    policy_loss  the normal-mode M-step loss       (default: ``Config.mstep``'s loss)
 
 Each method's docstring gives the contract (inputs, shapes, units, what to return, an example);
 a plug-in that returns the wrong thing stops the run with a one-line ``PluginError``.
@@ -58,7 +58,15 @@ from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.imagine import DynaModel
 from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
-from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, realised_fraction, recovery_mstep_loss
+from dynacppo_lite.mstep import (
+    choose_target,
+    linear_mstep_loss,
+    linear_recovery_mstep_loss,
+    mstep_diagnostics,
+    mstep_loss,
+    realised_fraction,
+    recovery_mstep_loss,
+)
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.rollout import Collector
 from dynacppo_lite.runlog import CheckpointError, RunLog, load_checkpoint, rng_state, set_rng_state
@@ -105,11 +113,14 @@ def update_critics(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
 def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: Config,
                   lower_clip: float, gen: torch.Generator,
-                  v_target: torch.Tensor | None = None) -> dict[str, float]:
+                  v_target: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+                  after_epoch: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
     """Epochs of minibatches on ``loss_fn(logp_new, idx)``; early stop on approx KL.
 
-    With the E-step's ``v_target`` (N,), also reports how far the policy followed it: ``reach``
-    and ``reach_corr``, the slope and correlation of r - 1 on v - 1 (``realised_fraction``)."""
+    ``after_epoch(ratio)`` sees r (N,) over the whole batch after each epoch (multiple targets
+    switch there). With the E-step's ``v_target`` (N,) (or a function returning the target in
+    use), also reports how far the policy followed it: ``reach`` and ``reach_corr``, the slope
+    and correlation of r - 1 on v - 1 (``realised_fraction``)."""
     n = len(batch.logp)
     loss = torch.zeros(())
     epochs_run = 0
@@ -123,10 +134,13 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(agent.pi.parameters(), cfg.max_grad_norm)
             opt.step()
-        if cfg.target_kl is not None:
+        if cfg.target_kl is not None or after_epoch is not None:
             with torch.no_grad():
                 logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
-            if mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)["approx_kl"] > cfg.target_kl:
+            if after_epoch is not None:
+                after_epoch((logp_all - batch.logp).exp())
+            if cfg.target_kl is not None and mstep_diagnostics(
+                    logp_all, batch.logp, lower_clip=lower_clip)["approx_kl"] > cfg.target_kl:
                 break
     with torch.no_grad():
         logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
@@ -134,7 +148,8 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     out = {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
            "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
     if v_target is not None:
-        out["reach"], out["reach_corr"] = realised_fraction((logp_all - batch.logp).exp(), v_target)
+        target = v_target() if callable(v_target) else v_target
+        out["reach"], out["reach_corr"] = realised_fraction((logp_all - batch.logp).exp(), target)
     return out
 
 
@@ -395,7 +410,8 @@ class Trainer:
 
     def policy_loss(self, logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
                     lower_clip: float) -> torch.Tensor:
-        """The normal-mode M-step loss (plug-in ``policy_loss``; default ``mstep.mstep_loss``).
+        """The normal-mode M-step loss (plug-in ``policy_loss``; default: ``mstep.linear_mstep_loss``, or
+        ``mstep.mstep_loss`` with ``Config.mstep = "tracking"``).
 
         Inputs, all (B,) float32 tensors over one minibatch: ``logp_new`` = log pi_theta(a|s)
         (carries the gradient), ``logp_old`` = log pi_old(a|s) of the rollout's policy,
@@ -411,7 +427,25 @@ class Trainer:
                 ratio = (logp_new - logp_old).exp()
                 return 0.5 * ((v_target - ratio) ** 2).mean()
         """
-        return (self._policy_loss_fn or mstep_loss)(logp_new, logp_old, v_target, lower_clip=lower_clip)
+        default = linear_mstep_loss if self.cfg.mstep == "linear" else mstep_loss
+        return (self._policy_loss_fn or default)(logp_new, logp_old, v_target, lower_clip=lower_clip)
+
+    def _estep_at(self, adv_r: np.ndarray, adv_c: np.ndarray, kl_budget: float, u: float | None,
+                  cost_margin: float, mode: str) -> tuple[EStepResult, float]:
+        """The E-step at one trust-region budget, with the cost margin the cost control gives for
+        it; returns the checked result and that margin."""
+        cfg = self.cfg
+        if u is not None:
+            estep_margin = margin_from_fraction(u, adv_c, kl_budget)
+        else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
+            # cost change scales with it: ask for margin / reach at the full radius
+            estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
+        recovery = mode == "recovery"
+        est = _check_estep(
+            self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=kl_budget,
+                       lower_bound=cfg.v_lower_bound, method=cfg.estep_method, recovery=recovery),
+            adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound, recovery=recovery)
+        return est, estep_margin
 
     # --- one iteration -----------------------------------------------------------------------
     def iteration(self, it: int) -> dict[str, Any]:
@@ -476,7 +510,7 @@ class Trainer:
                     batch = batch.cat(imagined)
         t_e0 = time.perf_counter()
 
-        v = None
+        v = after_epoch = None
         if cfg.algo == "ppo-lag":
             # An iteration with no finished episode brings no new evidence: lambda stays.
             lagrange = self.lagrange.update(cost_est) if fresh else self.lagrange.value
@@ -489,33 +523,43 @@ class Trainer:
             row.update(lagrange=lagrange)
         else:
             adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
-            if u is not None:
-                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
-            else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
-                # cost change scales with it: ask for margin / reach at the full radius
-                estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
-            est = _check_estep(
-                self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=cfg.kl_budget,
-                           lower_bound=cfg.v_lower_bound, method=cfg.estep_method,
-                           recovery=mode == "recovery"),
-                adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound,
-                recovery=mode == "recovery")
+            # Section 3.4's multiple targets: the E-step at K increasing budgets; the M-step fits
+            # the smallest one its ratio has not yet moved past (K = 1: the single target).
+            budgets = [cfg.kl_budget * (k + 1) / cfg.estep_targets for k in range(cfg.estep_targets)]
+            solved = [self._estep_at(adv_r, adv_c, budget, u, cost_margin, mode) for budget in budgets]
+            est, estep_margin = solved[-1]
             t_e1 = time.perf_counter()
             mode = est.mode
-            v = torch.as_tensor(est.v, dtype=torch.float32, device=self.device)
+            targets = [torch.as_tensor(e.v, dtype=torch.float32, device=self.device) for e, _ in solved]
+            chosen = [0]
+
+            def target() -> torch.Tensor:
+                return targets[chosen[0]]
+
+            if len(targets) > 1:
+                def after_epoch(ratio: torch.Tensor) -> None:
+                    chosen[0] = choose_target(ratio, budgets)
+            v = target
             row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
+                       estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
                        estep_margin=estep_margin, estep_cost_change=est.cost_change,
                        reach_est=self.reach, margin_u=u)
             if mode == "recovery":
+                recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
+                                 else recovery_mstep_loss)
+
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return recovery_mstep_loss(logp_new, batch.logp[mb], v[mb], batch.adv_c[mb],
-                                               lower_clip=lower_clip, beta=cfg.beta)
+                    return recovery_loss(logp_new, batch.logp[mb], target()[mb], batch.adv_c[mb],
+                                         lower_clip=lower_clip, beta=cfg.beta)
             else:
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], v[mb],
+                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], target()[mb],
                                                         lower_clip=lower_clip))
 
-        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v)
+        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v,
+                                 after_epoch)
+        if v is not None:
+            pi_stats["target_used"] = chosen[0] + 1
         t_m = time.perf_counter()
         if "reach" in pi_stats:
             measured = min(max(pi_stats["reach"], cfg.reach_min), 1.0)
