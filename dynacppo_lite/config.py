@@ -130,6 +130,9 @@ class Config:
     relative violation (d - J_c) / d)."""
     pid_kp: float = 0.5
     """``pid``: proportional gain (u = integral + kp (d - J_c) / d)."""
+    pid_integral_init: float = 1.0
+    """``pid``: the integral state at the start (1: unconstrained until the measured cost says
+    otherwise; 0: no predicted cost increase from the first iteration)."""
     pid_integral_min: float = -0.5
     """``pid``: lower bound of the integral state (anti-windup; u itself still reaches -1)."""
     switch_ratio: float = 0.8
@@ -220,6 +223,8 @@ class Config:
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
+            (self.pid_integral_min <= self.pid_integral_init <= 1,
+             "pid_integral_init must be in [pid_integral_min, 1]"),
             (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
             (self.update_epochs >= 1 and self.num_minibatches >= 1,
              "update_epochs and num_minibatches must be >= 1"),

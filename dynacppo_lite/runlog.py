@@ -32,7 +32,8 @@ from dynacppo_lite.config import Config
 
 CSV_COLUMNS = [
     "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
-    "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change", "kl",
+    "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change",
+    "mstep_cost_change", "mstep_reward_change", "kl",
     "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
     "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",

@@ -145,11 +145,16 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     with torch.no_grad():
         logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
     diag = mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)
+    ratio = (logp_all - batch.logp).exp()
+    # The first-order changes the update bought, in the units of the E-step's estep_cost_change
+    # (mean((v - 1) A_c)): their ratio is the share of the E-step's step the M-step realised.
     out = {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
-           "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
+           "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run,
+           "mstep_reward_change": float(((ratio - 1) * batch.adv_r).mean()),
+           "mstep_cost_change": float(((ratio - 1) * batch.adv_c).mean())}
     if v_target is not None:
         target = v_target() if callable(v_target) else v_target
-        out["reach"], out["reach_corr"] = realised_fraction((logp_all - batch.logp).exp(), target)
+        out["reach"], out["reach_corr"] = realised_fraction(ratio, target)
     return out
 
 
@@ -299,7 +304,8 @@ class Trainer:
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
         self.reach = cfg.reach_init
-        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min)
+        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
+                                           cfg.pid_integral_init)
         self.start_iter = 0
         self.elapsed = 0.0
         if resume is not None:
