@@ -343,7 +343,8 @@ def train_or_reuse(configs: list[Any]) -> list[Path]:
         run = Path(cfg.log_dir) / cfg.run_name
         if not (run / "policy_final.pt").is_file():
             if (run / "checkpoint.pt").is_file():
-                run = train(cfg, resume=run)
+                # The run's own settings; the budget and the device are this config's.
+                run = train(resume=run, changes={"total_steps": cfg.total_steps, "device": cfg.device})
             else:
                 run = train(cfg)
         runs.append(run)

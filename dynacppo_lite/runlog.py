@@ -166,6 +166,19 @@ class RunLog:
             csv.writer(f).writerows([header, *keep])
         os.replace(tmp, self.csv_path)
 
+    def note(self, line: str) -> None:
+        """Append ``line`` to ``log.txt``: an event between iterations (a setting changed on
+        resume), kept beside the iterations it explains."""
+        with open(self.txt_path, "a") as f:
+            f.write(line + "\n")
+
+    def write_config(self, config: Config) -> None:
+        """Rewrite ``config.json`` (atomically) after a resume changed a setting."""
+        path = self.dir / "config.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config.to_dict(), indent=2))
+        os.replace(tmp, path)
+
     def write_row(self, row: dict[str, Any]) -> None:
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k, "")) for k in CSV_COLUMNS])

@@ -39,10 +39,11 @@ a plug-in that returns the wrong thing stops the run with a one-line ``PluginErr
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -247,12 +248,16 @@ class Trainer:
     so pass them again when resuming. ``ppo-lag`` has no E-step: giving it ``estep`` or
     ``policy_loss`` is an error.
 
+    ``Trainer(resume=run_dir, changes={...})`` continues a run with its own saved settings; see
+    :func:`train` for what ``config`` and ``changes`` mean then.
+
     >>> def my_estep(adv_r, adv_c, *, cost_margin, kl_budget, lower_bound, method, recovery):
     ...     return np.ones_like(adv_r)                # v = 1: the E-step asks for no change
     >>> Trainer(Config(env_id="ToySpeedLimit-v0"), estep=my_estep)  # doctest: +SKIP
     """
 
-    def __init__(self, config: Config, resume: str | Path | None = None, *,
+    def __init__(self, config: Config | None = None, resume: str | Path | None = None, *,
+                 changes: Mapping[str, Any] | None = None,
                  estep: Callable[..., Any] | None = None,
                  policy_loss: Callable[..., torch.Tensor] | None = None,
                  advantages: Callable[..., Any] | None = None) -> None:
@@ -260,6 +265,14 @@ class Trainer:
         for name, fn in plugins.items():
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+        notes: list[str] = []
+        if resume is not None:
+            resume = Path(resume)
+            config, ckpt, notes, _ = resume_point(resume, config, changes)
+        elif config is None:
+            raise TypeError("Trainer needs a config, or resume= the directory of a run to continue")
+        elif changes:
+            raise ValueError("changes= applies to a resumed run only: set the fields in the config")
         if config.algo == "ppo-lag":
             unused = [name for name in ("estep", "policy_loss") if plugins[name] is not None]
             if unused:
@@ -267,14 +280,6 @@ class Trainer:
                                  "would be ignored (use algo 'cppo' or 'dyna-cppo')")
         # None: the library's function, looked up when called (so a patched module is seen too).
         self._estep_fn, self._policy_loss_fn, self._advantages_fn = estep, policy_loss, advantages
-        if resume is not None:
-            resume = Path(resume)
-            ckpt = load_checkpoint(resume / "checkpoint.pt")
-            saved = Config.from_dict(ckpt["config"])
-            # What may change on resume: where it runs and how long; nothing that shapes results.
-            for key in ("total_steps", "device", "checkpoint_every"):
-                setattr(saved, key, getattr(config, key))
-            config = saved
         config = config.validate()
         check_env_id(config.env_id)  # an unknown id says so before any cost-limit question
         if config.cost_limit is None:  # config.json and checkpoints record the limit used
@@ -296,8 +301,7 @@ class Trainer:
         self.switch = ModeSwitch(self.cost_limit, cfg.switch_ratio)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.steps_per_env = cfg.steps_per_iter // cfg.num_envs
-        self.batch_size = self.steps_per_env * cfg.num_envs
-        self.num_iters = max(1, cfg.total_steps // self.batch_size)
+        self.batch_size, self.num_iters = iterations(cfg)
         self.dyna = None
         if cfg.algo == "dyna-cppo":
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
@@ -313,12 +317,26 @@ class Trainer:
             self.log = RunLog(resume, cfg, resume=True)
             self._restore(ckpt)
             self.log.truncate_after(self.start_iter - 1)
+            if notes and not self.finished:  # a finished run that stays finished changes nothing
+                for note in notes:
+                    print(f"resume {resume}: {note}")
+                    self.log.note(f"resume: {note}")
+                self.log.write_config(cfg)
+                # Into the checkpoint at once: a kill before the next one must not undo the change.
+                self.log.save_checkpoint({**{k: v for k, v in ckpt.items() if k != "format"},
+                                          "config": cfg.to_dict()})
         else:
             self.run_dir = Path(cfg.log_dir) / (cfg.run_name or f"{cfg.algo}_{cfg.env_id}_s{cfg.seed}")
             self.log = RunLog(self.run_dir, cfg)
         # A resumed run cannot restore the simulators' internal state: it reseeds them per iteration.
         self.collector = Collector(self.envs, self.agent, self.device,
                                    seed=cfg.seed + 7919 * self.start_iter)
+
+    @property
+    def finished(self) -> bool:
+        """True for a resumed run that had already reached ``total_steps`` and written its
+        final policy: :meth:`run` then trains nothing."""
+        return self.start_iter >= self.num_iters and (self.run_dir / "policy_final.pt").is_file()
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self, iteration: int) -> dict[str, Any]:
@@ -585,7 +603,13 @@ class Trainer:
 
     def run(self, progress: bool = False,
             callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
-        """Train to ``total_steps``; returns the run directory. Ctrl-C saves a checkpoint first."""
+        """Train to ``total_steps``; returns the run directory. Ctrl-C saves a checkpoint first.
+
+        A resumed run that is already finished is left as it is (it says so)."""
+        if self.finished:
+            self.envs.close()
+            say_finished(self.run_dir, self.cfg)
+            return self.run_dir
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -621,15 +645,131 @@ class Trainer:
         return self.run_dir
 
 
-def train(config: Config, resume: str | Path | None = None, progress: bool = False,
-          callback: Callable[[dict[str, Any]], None] | None = None, **plugins: Callable[..., Any]) -> Path:
+def train(config: Config | None = None, resume: str | Path | None = None, progress: bool = False,
+          callback: Callable[[dict[str, Any]], None] | None = None, *,
+          changes: Mapping[str, Any] | None = None, **plugins: Callable[..., Any]) -> Path:
     """Train with ``config`` (or continue the run in ``resume``); returns the run directory.
+
+    A resumed run continues as it was started: every setting comes from its saved config, so
+    ``train(resume=run_dir)`` ends at the run's own ``total_steps`` on its own ``device``. Ask
+    for a change with ``changes``, e.g. ``changes={"total_steps": 200_000}``; only
+    :data:`RESUME_CHANGES` (``total_steps``, ``device``, ``checkpoint_every``,
+    ``torch_threads``) may change, since the others shape the results; any other field given
+    with a value other than its saved one is a one-line ValueError naming it. Each change is
+    printed in one line and written to the run's ``log.txt`` and ``config.json``. The policy
+    learning rate and the M-step clip anneal over ``total_steps``, so a larger budget stretches
+    their schedules from the resume point on. A run already finished is left as it is (it says
+    so) unless ``changes`` gives a larger ``total_steps``. ``config`` may still be given with
+    ``resume`` (older code did): it must then be the run's own config (after ``changes``;
+    ``log_dir`` and ``run_name`` are not compared), or a one-line ValueError names the fields
+    that differ; it is never a source of values, since a Config's defaults cannot be told from
+    values its caller chose.
 
     ``plugins``: ``estep=``, ``policy_loss=``, ``advantages=`` (see :class:`Trainer`)."""
     unknown = set(plugins) - set(PLUGINS)
     if unknown:
         raise TypeError(f"unknown plug-in {sorted(unknown)[0]!r}: the plug-ins are {', '.join(PLUGINS)}")
-    return Trainer(config, resume=resume, **plugins).run(progress=progress, callback=callback)
+    if resume is not None:
+        # A finished run is answered before the envs (worker processes, simulators) are built.
+        cfg, _, _, done = resume_point(Path(resume), config, changes)
+        if done >= iterations(cfg)[1] and (Path(resume) / "policy_final.pt").is_file():
+            say_finished(Path(resume), cfg)
+            return Path(resume)
+    return Trainer(config, resume=resume, changes=changes, **plugins).run(progress=progress,
+                                                                          callback=callback)
+
+
+#: What a resume may change: where the run computes and how long it goes. Every other field
+#: shapes the results, so it stays as the run was started (see :func:`train`).
+RESUME_CHANGES = ("total_steps", "device", "checkpoint_every", "torch_threads")
+
+
+def iterations(cfg: Config) -> tuple[int, int]:
+    """``(batch_size, num_iters)``: real steps per iteration (``steps_per_iter`` rounded down to
+    a multiple of ``num_envs``) and the iterations that make up ``total_steps``."""
+    batch_size = cfg.steps_per_iter // cfg.num_envs * cfg.num_envs
+    return batch_size, max(1, cfg.total_steps // batch_size)
+
+
+def _same(key: str, given: Any, cfg: Config) -> bool:
+    """Whether ``given`` for field ``key`` is what ``cfg`` (a run's config) already holds."""
+    saved = getattr(cfg, key)
+    if key == "cost_limit" and given is None:  # None: the task's limit, which the run recorded
+        return saved == default_cost_limit(cfg.env_id)
+    if key == "log_dir":
+        return os.path.normpath(str(given)) == os.path.normpath(str(saved))
+    if key == "run_name":  # None names the directory <algo>_<env_id>_s<seed>
+        return given == (saved or f"{cfg.algo}_{cfg.env_id}_s{cfg.seed}") or given == saved
+    if isinstance(given, list):
+        given = tuple(given)
+    return given == saved
+
+
+def resume_config(saved: Config, changes: Mapping[str, Any] | None = None,
+                  config: Config | None = None) -> tuple[Config, list[str]]:
+    """The config a resumed run continues with, and one line per setting that changes.
+
+    ``saved`` is the run's own config; ``changes`` asks for new values. A field of
+    :data:`RESUME_CHANGES` takes the value given; any other field may be given only with its
+    saved value (so a command line that repeats the run's settings is accepted), else a
+    one-line ValueError names it. ``config``, when given, is checked against the result and
+    never read for values (see :func:`train`).
+
+    >>> cfg, notes = resume_config(Config(total_steps=8_000, device="cpu"), {"total_steps": 16_000})
+    >>> (cfg.total_steps, cfg.device, notes)
+    (16000, 'cpu', ['total_steps 8000 -> 16000'])
+    """
+    names = [f.name for f in dataclasses.fields(Config)]
+    changes = dict(changes or {})
+    unknown = [key for key in changes if key not in names]
+    if unknown:
+        raise ValueError(f"resume: {unknown[0]!r} is not a Config field")
+    fixed = [key for key, value in changes.items()
+             if key not in RESUME_CHANGES and not _same(key, value, saved)]
+    if fixed:
+        what = ", ".join(f"{key} (saved {getattr(saved, key)!r}, given {changes[key]!r})" for key in fixed)
+        raise ValueError(f"resume cannot change {what}: a resumed run keeps its saved settings; "
+                         f"only {', '.join(RESUME_CHANGES)} may change (start a new run for others)")
+    moved = {key: value for key, value in changes.items()
+             if key in RESUME_CHANGES and not _same(key, value, saved)}
+    cfg = dataclasses.replace(saved, **moved).validate()
+    if config is not None:
+        differ = [key for key in names if key not in ("log_dir", "run_name")
+                  and not _same(key, getattr(config, key), cfg)]
+        if differ:
+            what = ", ".join(f"{key} (saved {getattr(cfg, key)!r}, given {getattr(config, key)!r})"
+                             for key in differ)
+            raise ValueError(f"resume: the config given differs from the run's own in {what}; "
+                             "pass config=None (the run's settings) and changes={...} for "
+                             f"{', '.join(RESUME_CHANGES)}")
+    return cfg, [f"{key} {getattr(saved, key)} -> {value}" for key, value in moved.items()]
+
+
+def resume_point(run_dir: Path, config: Config | None,
+                 changes: Mapping[str, Any] | None) -> tuple[Config, dict[str, Any], list[str], int]:
+    """``(config, checkpoint, notes, iterations done)`` of the run in ``run_dir`` resumed with
+    ``changes`` (:func:`resume_config`); a budget below the steps already done is an error."""
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    try:
+        saved = Config.from_dict(ckpt["config"])
+        done = int(ckpt["iteration"]) + 1
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {run_dir / 'checkpoint.pt'} has no usable config "
+                              f"or iteration ({reason})") from None
+    cfg, notes = resume_config(saved, changes, config)
+    batch_size, num_iters = iterations(cfg)
+    if done > num_iters:
+        raise ValueError(f"total_steps {cfg.total_steps} is below the {done * batch_size} steps "
+                         f"{run_dir} has already done")
+    return cfg, ckpt, notes, done
+
+
+def say_finished(run_dir: Path, cfg: Config) -> None:
+    """The one line a resume of a finished run prints."""
+    batch_size, num_iters = iterations(cfg)
+    print(f"{run_dir} is already finished ({num_iters * batch_size} steps, its total_steps "
+          f"{cfg.total_steps}); give a larger total_steps (--total-steps) to train it on")
 
 
 def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,

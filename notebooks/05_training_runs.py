@@ -119,7 +119,8 @@ display(pd.DataFrame([{f: getattr(c, f) for f in fields} for c in configs]).set_
 # `train(cfg)` returns the run directory: `progress.csv` (one row per iteration), `log.txt`,
 # `config.json`, `checkpoint.pt` (every `checkpoint_every` iterations, written atomically) and
 # `policy_final.pt`. A finished run is reused; an interrupted one continues from its checkpoint
-# with `train(cfg, resume=run_dir)`.
+# with `train(resume=run_dir)`, on the run's own settings (`changes={"total_steps": ...}` asks for
+# another budget).
 
 # %%
 runs = {}
@@ -134,7 +135,11 @@ for cfg in configs:
         expect = "about 15 s" if SMOKE else "tens of minutes to hours; interrupt and rerun to resume"
         print(f"{cfg.algo:>9}: training {cfg.total_steps} steps on {cfg.env_id} ({expect})...",
               flush=True)
-        run_dir = train(cfg, resume=resume, progress=not SMOKE)
+        if resume:  # the run's own settings; only the budget and the device come from cfg
+            run_dir = train(resume=resume, changes={"total_steps": cfg.total_steps, "device": cfg.device},
+                            progress=not SMOKE)
+        else:
+            run_dir = train(cfg, progress=not SMOKE)
         print(f"{cfg.algo:>9}: {cfg.total_steps} steps in {time.perf_counter() - t0:.1f} s")
     runs[cfg.algo] = run_dir
 
