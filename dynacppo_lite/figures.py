@@ -289,7 +289,7 @@ def fig_mstep_study(smoke: bool = False, seed: int = 0):
     from dynacppo_lite.bench.mstep import REFERENCE_POLICY, collect_batches, study
     from dynacppo_lite.plots import plot_mstep_study
 
-    cfg, agent, batches = collect_batches(REFERENCE_POLICY, n=2 if smoke else 4, seed=seed + 1,
+    cfg, agent, batches = collect_batches(REFERENCE_POLICY, n=2 if smoke else 6, seed=seed + 1,
                                           steps=1_000 if smoke else None)
     _, traces = study(cfg, agent, batches, "free", seed, labels=["tracking (paper)", "linear, clip 0.4"])
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))

@@ -65,8 +65,10 @@ REFERENCE_POLICY = Path(__file__).parent / "reference" / "ppolag_SafetyPointGoal
 def collect_batches(run_dir: Path, n: int, seed: int,
                     steps: int | None = None) -> tuple[Config, ActorCritic, list[Batch]]:
     """``n`` real batches of ``steps`` steps (default: the run's ``steps_per_iter``) from the
-    policy of the run in ``run_dir``."""
-    cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed)
+    policy of the run in ``run_dir``. The returned config is today's defaults for that task
+    (the E-step and M-step settings the study compares), not the run's own."""
+    run_cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed)
+    cfg = Config(env_id=run_cfg.env_id, steps_per_iter=run_cfg.steps_per_iter)
     device = torch.device("cpu")
     collector = Collector(envs, agent, device, seed=seed)
     batches = []
