@@ -25,9 +25,10 @@ a kernel (the website, a notebook viewer) shows that picture instead of a dead w
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -501,52 +502,92 @@ class TrainingMonitor:
 
         ``plugins`` as for ``train`` (``estep=``, ``policy_loss=``, ``advantages=``). The trainer
         is built here, so a wrong config fails in the calling cell, not in the thread."""
+        self._check_idle()
+        trainer = Trainer(config, resume=resume, **plugins)
+        self._launch([lambda: (trainer, resume is not None)], [label or trainer.run_dir.name], background)
+        return trainer.run_dir
+
+    def train_all(self, configs: Sequence[Config], *, background: bool = False) -> dict[str, Path]:
+        """Train ``configs`` one after another, each labelled by its ``algo``: {algo: run dir}.
+
+        Every config needs a ``run_name`` (its run directory is known before it trains). A
+        finished run (``policy_final.pt`` for the same ``total_steps``) is drawn from disk and an
+        interrupted one continues from its checkpoint, so running the cell again picks up where
+        a stop left off. A stop ends the current run and skips the ones after it."""
+        self._check_idle()
+        runs, jobs, labels = {}, [], []
+        for cfg in configs:
+            if cfg.run_name is None:
+                raise ValueError(f"train_all needs a run_name for each config ({cfg.algo} has none)")
+            run_dir = runs[cfg.algo] = Path(cfg.log_dir) / cfg.run_name
+            if (run_dir / "policy_final.pt").is_file() and json.loads(
+                    (run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
+                self.add(run_dir, label=cfg.algo)
+                continue
+            resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
+            jobs.append(lambda cfg=cfg, resume=resume: (Trainer(cfg, resume=resume), resume is not None))
+            labels.append(cfg.algo)
+        if jobs:
+            self._launch(jobs, labels, background)
+        return runs
+
+    def _check_idle(self) -> None:
         if self.running:
             raise RuntimeError("a run is still training: press stop or call wait() first")
-        trainer = Trainer(config, resume=resume, **plugins)
-        label = label or trainer.run_dir.name
-        # A resumed trainer has cut its CSV back to its checkpoint: those rows are the run so far.
-        self.rows[label] = read_progress(trainer.run_dir).to_dict("records") if resume is not None else []
-        self.run_dirs[label] = trainer.run_dir
-        self.limits[label] = trainer.cost_limit
-        self.target_kl = trainer.cfg.target_kl
+
+    def _launch(self, jobs: list[Callable[[], tuple[Trainer, bool]]], labels: list[str],
+                background: bool) -> None:
+        """Run the jobs (each builds a trainer and says whether it resumes) in turn, in a
+        thread or here."""
         self.stopped, self.error = False, None
         self._stop.clear()
         self.stop_button.disabled = False
-        self.status.value = f"<b>{label}</b>: training {trainer.cfg.algo} on {trainer.cfg.env_id}..."
         if background:
-            self._thread = threading.Thread(target=self._run, args=(trainer, label), daemon=True,
-                                            name=f"TrainingMonitor {label}")
+            self._thread = threading.Thread(target=self._run, args=(jobs, labels), daemon=True,
+                                            name=f"TrainingMonitor {', '.join(labels)}")
             self._thread.start()
         else:
-            self._run(trainer, label)
+            self._run(jobs, labels)
             if self.error is not None:
                 raise self.error
-        return trainer.run_dir
 
-    def _run(self, trainer: Trainer, label: str) -> None:
-        def on_row(row: dict[str, Any]) -> None:
-            self.rows[label].append(row)
-            if time.monotonic() - self._last_draw >= self.redraw_every_s:
-                self.draw()
-            if self._stop.is_set():
-                raise StopTraining
-
-        try:
-            trainer.run(callback=on_row)
-            end = "finished"
-        except StopTraining:
-            self.stopped = True
-            end = (f"stopped; checkpoint saved: continue with "
-                   f"<code>monitor.train(cfg, resume=\"{trainer.run_dir}\")</code>")
-        except BaseException as exc:  # a background run has no one else to report to
-            self.error = exc
-            end = f"failed: {type(exc).__name__}: {exc}"
+    def _run(self, jobs: list[Callable[[], tuple[Trainer, bool]]], labels: list[str]) -> None:
+        end = "finished"
+        for job, label in zip(jobs, labels, strict=True):
+            try:
+                trainer, resumed = job()
+                self._register(trainer, label, resumed)
+                trainer.run(callback=lambda row, label=label: self._on_row(label, row))
+            except StopTraining:
+                self.stopped = True
+                end = (f"stopped; checkpoint saved: continue with "
+                       f"<code>monitor.train(cfg, resume=\"{trainer.run_dir}\")</code>")
+            except BaseException as exc:  # a background run has no one else to report to
+                self.error = exc
+                end = f"failed: {type(exc).__name__}: {exc}"
+            if self.stopped or self.error is not None:
+                break
         self.stop_button.disabled = True
         self.draw()
         self.status.value = f"<b>{label}</b>: {end}"
         for handle in self._handles:  # a page without a kernel keeps the final picture
             handle.update(_bundle(self.widget, self.image.value), raw=True)
+
+    def _register(self, trainer: Trainer, label: str, resumed: bool) -> None:
+        # A resumed trainer has cut its CSV back to its checkpoint: those rows are the run so far.
+        self.rows[label] = read_progress(trainer.run_dir).to_dict("records") if resumed else []
+        self.run_dirs[label] = trainer.run_dir
+        self.limits[label] = trainer.cost_limit
+        self.target_kl = trainer.cfg.target_kl
+        self.status.value = f"<b>{label}</b>: training {trainer.cfg.algo} on {trainer.cfg.env_id}..."
+
+    def _on_row(self, label: str, row: dict[str, Any]) -> None:
+        """The trainer's callback: keep the row, redraw, honour a pressed stop button."""
+        self.rows[label].append(row)
+        if time.monotonic() - self._last_draw >= self.redraw_every_s:
+            self.draw()
+        if self._stop.is_set():
+            raise StopTraining
 
     def stop(self) -> None:
         """End the running run after its current iteration, with a checkpoint."""

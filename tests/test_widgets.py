@@ -181,3 +181,19 @@ def test_monitor_reports_a_failed_background_run(tmp_path) -> None:
     with pytest.raises(ValueError, match="student bug"):
         mon.wait(timeout=120)
     assert "failed" in mon.status.value and mon.stop_button.disabled
+
+
+def test_monitor_train_all_trains_in_turn_then_reuses_finished_runs(tmp_path) -> None:
+    configs = [_toy(tmp_path, "cppo", iters=3), _toy(tmp_path, "ppo-lag", iters=3)]
+    mon = TrainingMonitor()
+    runs = mon.train_all(configs)
+    assert runs == {"cppo": tmp_path / "cppo", "ppo-lag": tmp_path / "ppo-lag"}
+    assert [len(mon.rows[algo]) for algo in runs] == [3, 3]
+    mtime = (tmp_path / "cppo" / "progress.csv").stat().st_mtime_ns
+
+    again = TrainingMonitor()
+    assert again.train_all(configs) == runs and not again.running
+    assert [len(again.rows[algo]) for algo in runs] == [3, 3]  # drawn from disk, not retrained
+    assert (tmp_path / "cppo" / "progress.csv").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="run_name"):
+        again.train_all([dataclasses.replace(configs[0], run_name=None)])
