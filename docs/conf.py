@@ -86,7 +86,8 @@ def prepare_chapters(app) -> None:
     out.mkdir(exist_ok=True)
     for src in sorted((ROOT / "notebooks").glob("0*.ipynb")):
         nb = json.loads(src.read_text())
-        note = {"cell_type": "markdown", "metadata": {}, "source": chapter_note(src.name[:2])}
+        note = {"cell_type": "markdown", "id": "site-note", "metadata": {},
+                "source": chapter_note(src.name[:2])}
         nb["cells"].insert(1, note)
         text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         dst = out / src.name
