@@ -24,6 +24,7 @@ a kernel (the website, a notebook viewer) shows that picture instead of a dead w
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -76,8 +77,9 @@ def _png(figure: Figure) -> bytes:
 
 def _bundle(widget: widgets.Widget, png: bytes) -> dict[str, Any]:
     """The widget's display data plus the PNG of its figure: Lab and Voila render the widget,
-    a page without a kernel (the website built by ``make site``) falls back to the picture."""
-    return {**widget._repr_mimebundle_(), "image/png": png}
+    a page without a kernel (the website built by ``make site``) falls back to the picture
+    (base64, as notebooks store images)."""
+    return {**widget._repr_mimebundle_(), "image/png": base64.b64encode(bytes(png)).decode("ascii")}
 
 
 def _slider() -> dict[str, Any]:

@@ -197,3 +197,17 @@ def test_monitor_train_all_trains_in_turn_then_reuses_finished_runs(tmp_path) ->
     assert (tmp_path / "cppo" / "progress.csv").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="run_name"):
         again.train_all([dataclasses.replace(configs[0], run_name=None)])
+
+
+def test_displayed_widgets_carry_their_figure_for_pages_without_a_kernel() -> None:
+    import base64
+
+    from dynacppo_lite.widgets import _bundle
+
+    ex = MStepExplorer(steps=10, n=32)
+    bundle = _bundle(ex.widget, ex.image.value)
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # Lab and Voila: the live widget
+    assert base64.b64decode(bundle["image/png"]) == bytes(ex.image.value)  # JSON-safe, as nbformat wants
+    mon = TrainingMonitor()
+    mon._ipython_display_()  # displayed with an id, so the end of a run can update the picture
+    assert len(mon._handles) == 1
