@@ -30,7 +30,9 @@ for var in ("MUJOCO_GL", "PYOPENGL_PLATFORM"):
 project = "dynacppo_lite"
 author = "the dynacppo_lite authors"
 copyright = "the dynacppo_lite authors, MIT licence"
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx.ext.viewcode",
+# napoleon: the Google-style "Args:" sections of some docstrings (make_env).
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax",
+              "sphinx.ext.viewcode",
               "sphinx.ext.githubpages"]  # githubpages: the .nojekyll file GitHub Pages needs
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 html_theme = "furo"

@@ -149,10 +149,10 @@ def synthetic_advantages(n: int = 256, correlation: float = 0.5, seed: int = 0, 
 @dataclass(frozen=True, eq=False)
 class EStepPlane:
     """The plane of Theorem 3.4 for one batch, in the coordinates ``estep.EStepResult.angle``
-    uses: e1 = centred A / |centred A| (angle 0) and e2 = the part of centred A_c orthogonal
+    uses: ``e1 = centred A / |centred A|`` (angle 0) and e2 = the part of centred A_c orthogonal
     to e1 (angle pi/2).
 
-    In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is |A| p, the trust
+    In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is ``|A| p``, the trust
     region is the disc p^2 + q^2 <= radius^2 (radius = sqrt(2 N kl_budget)), and the cost
     constraint is the half-plane ``alpha p + beta q <= kappa`` (kappa = N cost_margin,
     (alpha, beta) = centred A_c in the basis). ``case`` is the case of Theorem 3.4 *without*
@@ -177,7 +177,7 @@ class EStepPlane:
 
     @property
     def c_norm(self) -> float:
-        """|centred A_c| = sqrt(alpha^2 + beta^2)."""
+        """``|centred A_c|`` = sqrt(alpha^2 + beta^2)."""
         return float(np.hypot(self.alpha, self.beta))
 
 
