@@ -91,12 +91,16 @@ site: $(DOCS_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sphinx-build -b html -q docs docs/_build/html
 	@echo "site: $(CURDIR)/docs/_build/html/index.html"
 
-# Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode.
+# Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode. Lab
+# extensions of .venv that fail outside Lab (nbgrader, jupytext, notebook) are not loaded.
+# DYNACPPO_RUNS=DIR browses that log directory (default: runs/, else two toy runs).
 APP_HOST ?= 127.0.0.1
 APP_PORT ?= 8866
 app: $(DOCS_STAMP)
 	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" $(BIN)/voila app/explorers.ipynb --no-browser \
-		--Voila.ip=$(APP_HOST) --port=$(APP_PORT) --show_tracebacks=True
+		--Voila.ip=$(APP_HOST) --port=$(APP_PORT) --show_tracebacks=True \
+		$(foreach x,@jupyter/nbgrader jupyterlab-jupytext @jupyter-notebook/lab-extension,\
+			--VoilaConfiguration.extension_denylist=$(x))
 
 # Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
 # resources, unrendered formulas, broken internal links, explorers that do not redraw.

@@ -407,11 +407,15 @@ class RunBrowser(_Explorer):
 def demo_runs(log_dir: str | Path, *, seed: int = 0, algos: tuple[str, ...] = ("cppo", "ppo-lag"),
               steps: int = 5_000) -> Path:
     """Short runs on the toy task (a few seconds each) for a run browser that has nothing to
-    show yet: notebook 6 in smoke mode and the web app (``make app``) on a fresh clone."""
+    show yet: notebook 6 in smoke mode and the web app (``make app``) on a fresh clone. They are
+    scratch: ``log_dir/<algo>`` is trained anew each time."""
+    import shutil
+
     from dynacppo_lite.train import train
 
     log_dir = Path(log_dir)
     for algo in algos:
+        shutil.rmtree(log_dir / algo, ignore_errors=True)
         print(f"training a short {algo} run on the toy task for the browser ({steps} steps, a few "
               "seconds)...", flush=True)
         train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=steps, steps_per_iter=500,

@@ -43,7 +43,6 @@ SEED = 0
 RUNS_DIR = None  # a log directory to browse; None: notebook 5's runs, or two short toy runs
 
 # %%
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -125,9 +124,7 @@ if RUNS_DIR is not None:
 elif not SMOKE and find_runs(project_root() / "runs" / "notebook05"):
     runs_dir = project_root() / "runs" / "notebook05"
 else:
-    scratch = Path(tempfile.gettempdir()) / "dynacppo_lite_nb06"  # smoke runs: rewritten each time
-    shutil.rmtree(scratch, ignore_errors=True)
-    runs_dir = demo_runs(scratch, seed=SEED)
+    runs_dir = demo_runs(Path(tempfile.gettempdir()) / "dynacppo_lite_nb06", seed=SEED)  # rewritten each time
 print(f"browsing {runs_dir}")
 browser = RunBrowser(runs_dir, smoothing=3)
 display(browser)

@@ -20,6 +20,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +39,7 @@ APP = ROOT / "app" / "explorers.ipynb"
 SHOTS = Path(os.environ.get("DYNACPPO_SCREENSHOTS") or ROOT / "docs" / "_build" / "check")
 #: The chapter whose screenshot the front page shows.
 CHAPTER = "chapters/03_estep_geometry.html"
-APP_TIMEOUT_S = 300  # Voila runs the notebook first; the run browser trains two toy runs
+APP_TIMEOUT_S = 180  # Voila runs the notebook first; the run browser trains two toy runs
 
 
 def _chromium() -> str | None:
@@ -170,16 +171,14 @@ def test_every_page_of_the_site_loads_renders_and_links(browser, site_url) -> No
 
 @pytest.fixture(scope="module")
 def app_url(browser, tmp_path_factory) -> Iterator[str]:
-    voila = Path(sys.executable).with_name("voila")
-    if not voila.is_file():
+    if not Path(sys.executable).with_name("voila").is_file():
         pytest.skip("no Voila: pip install '.[docs]'")
     port = _free_port()
-    env = {**os.environ, "DYNACPPO_SMOKE": "1", "PYTHONPATH": str(ROOT),
-           "DYNACPPO_RUNS": str(tmp_path_factory.mktemp("no_runs"))}  # the toy runs, always
+    env = {**os.environ, "DYNACPPO_RUNS": str(tmp_path_factory.mktemp("no_runs"))}  # the toy runs
     log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(voila), str(APP), "--no-browser", f"--port={port}",
-                             "--Voila.ip=127.0.0.1"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    # What the README says to run; its own session, so that make and voila stop together.
+    proc = subprocess.Popen(["make", "-s", "app", f"APP_PORT={port}"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -195,7 +194,7 @@ def app_url(browser, tmp_path_factory) -> Iterator[str]:
                 time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
 
@@ -227,7 +226,7 @@ def test_the_app_shows_live_explorers_without_code(browser, app_url) -> None:
             moved.append(k)
         except Exception:
             problems.append(f"explorer {k}: the figure did not change when its slider moved")
-    page.close()
     print(f"\napp: {images.count()} explorers, {sliders.count()} sliders; moved a slider of "
           f"explorers {moved}, each redrew")
+    page.close()
     assert moved and not problems, "\n".join(problems)
