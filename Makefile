@@ -93,11 +93,13 @@ site: $(DOCS_STAMP)
 
 # Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode. Lab
 # extensions of .venv that fail outside Lab (nbgrader, jupytext, notebook) are not loaded.
+# The template app/jupyter/voila/templates/offline is Voila's lab template without its CDN links.
 # DYNACPPO_RUNS=DIR browses that log directory (default: runs/, else two toy runs).
 APP_HOST ?= 127.0.0.1
 APP_PORT ?= 8866
 app: $(DOCS_STAMP)
-	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" $(BIN)/voila app/explorers.ipynb --no-browser \
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" \
+		$(BIN)/voila app/explorers.ipynb --no-browser --template=offline \
 		--Voila.ip=$(APP_HOST) --port=$(APP_PORT) --show_tracebacks=True \
 		$(foreach x,@jupyter/nbgrader jupyterlab-jupytext @jupyter-notebook/lab-extension,\
 			--VoilaConfiguration.extension_denylist=$(x))
