@@ -107,7 +107,7 @@ app: $(DOCS_STAMP)
 # Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
 # resources, unrendered formulas, broken internal links, explorers that do not redraw.
 check-site: site
-	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider -v
+	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider -v -s
 
 clean:
 	rm -rf $(VENV) runs course .pytest_cache docs/_build docs/chapters docs/quickstart.md
