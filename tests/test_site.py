@@ -43,8 +43,10 @@ APP_TIMEOUT_S = 180  # Voila runs the notebook first; the run browser trains two
 
 
 def _chromium() -> str | None:
-    return os.environ.get("CHROMIUM") or next(
-        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    """``CHROMIUM`` if it names a file, else the first Chromium on PATH."""
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"] if Path(os.environ["CHROMIUM"]).is_file() else None
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 def _free_port() -> int:
@@ -58,7 +60,8 @@ def browser() -> Iterator:
     sync_api = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install '.[docs]'")
     path = _chromium()
     if path is None:
-        pytest.skip("no Chromium found: apt-get install chromium (Debian), or set CHROMIUM=/path")
+        pytest.skip("no Chromium found: apt-get install chromium (Debian), or set CHROMIUM=/path "
+                    "(Playwright's own browser download is not used)")
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield b
