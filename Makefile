@@ -64,7 +64,8 @@ lab: setup
 		--config=jupyter_lab_config.py --ServerApp.root_dir="$(CURDIR)" $(LAB_ROOT_FLAG)
 
 # The README's main job: CPPO on SafetyPointCircle1-v0 (cost limit 25), then its learning curve.
-# An interrupted run continues from its last checkpoint when `make train` is run again.
+# An interrupted run continues from its last checkpoint when `make train` is run again, with its
+# own settings; on a finished run it says so, redraws the figure and exits 0.
 TRAIN_RUN := runs/readme_cppo_PointCircle1
 train: setup
 	$(BIN)/python -m dynacppo_lite train --preset readme --log-dir runs \

@@ -12,7 +12,7 @@ from typing import Any
 
 from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
 
-BENCH_SUITES = ("env", "throughput", "estep", "learning")
+BENCH_SUITES = ("env", "throughput", "estep", "mstep", "learning")
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,21 +28,28 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir")
     p.add_argument("--run-name")
     p.add_argument("--cost-limit", type=float)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR with its saved settings; only --total-steps, "
+                   "--device and --set checkpoint_every/torch_threads given here change them")
     p.add_argument("--figure", metavar="PNG", help="write the learning curve to this file at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any Config field, e.g. --set pi_lr=3e-4 --set cost_control=bang-bang")
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
+def _given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields the command line gives: the preset's, then the flags, then ``--set``."""
     values = dict(TRAIN_PRESETS[args.preset]) if args.preset else {}
     for key in ("algo", "env_id", "total_steps", "steps_per_iter", "seed", "num_envs", "device",
                 "log_dir", "run_name", "cost_limit"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     values.update(parse_overrides(args.overrides))
-    return Config(**values).validate()
+    return values
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    return Config(**_given_values(args)).validate()
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -80,14 +87,17 @@ def _run_train(args: argparse.Namespace) -> int:
     from dynacppo_lite.runlog import check_run_dir, check_writable_dir
     from dynacppo_lite.train import train
 
-    config = _config_from_args(args)
-    # Before the envs are built: a bad directory is a one-line error, not a late traceback.
-    if args.resume is not None:
-        check_run_dir(args.resume, resume=True)
-    else:
-        check_writable_dir(config.log_dir)
     try:
-        run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+        if args.resume is not None:
+            # The run's saved settings, changed only where this command line says so: a fresh
+            # Config here would carry its defaults (1,000,000 steps, device auto) into the run.
+            check_run_dir(args.resume, resume=True)  # before the envs: a one-line error
+            run_dir = train(resume=args.resume, changes=_given_values(args),
+                            progress=not args.no_progress)
+        else:
+            config = _config_from_args(args)
+            check_writable_dir(config.log_dir)
+            run_dir = train(config, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted: the last finished iteration is checkpointed; continue with "
               "--resume <run dir>", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any
 ALGOS = ("cppo", "ppo-lag", "dyna-cppo")
 DEVICES = ("auto", "cpu", "cuda")
 COST_CONTROLS = ("pid", "margin", "bang-bang")
+MSTEPS = ("linear", "tracking")
 
 
 @dataclass
@@ -107,6 +108,15 @@ class Config:
     """M-step lower ratio clip b at the start (paper: 0.6), linearly annealed to the final."""
     lower_clip_final: float = 0.6
     """M-step lower ratio clip at the end of the run."""
+    mstep: str = "linear"
+    """The M-step loss (``mstep.py``), for normal and recovery mode alike. ``linear``: PPO's
+    clipped surrogate along the E-step's v - 1 (takes the step the E-step asks for, until the
+    clip or ``target_kl``). ``tracking``: the paper's clipped L2 fit of r to v (moves the policy
+    a tenth of the way; see ``mstep.py`` for the measurements)."""
+    estep_targets: int = 1
+    """Section 3.4's multiple targets: the E-step is solved for the budgets k / K of
+    ``kl_budget`` (k = 1..K) and the M-step fits, after each epoch, the smallest target whose
+    budget its ratio has not yet used (``mstep.choose_target``). 1: the single target."""
     beta: float = 0.3
     """Recovery M-step mixing weight (paper appendix C.2: 0.3)."""
     cost_control: str = "pid"
@@ -120,6 +130,9 @@ class Config:
     relative violation (d - J_c) / d)."""
     pid_kp: float = 0.5
     """``pid``: proportional gain (u = integral + kp (d - J_c) / d)."""
+    pid_integral_init: float = 1.0
+    """``pid``: the integral state at the start (1: unconstrained until the measured cost says
+    otherwise; 0: no predicted cost increase from the first iteration)."""
     pid_integral_min: float = -0.5
     """``pid``: lower bound of the integral state (anti-windup; u itself still reaches -1)."""
     switch_ratio: float = 0.8
@@ -199,6 +212,8 @@ class Config:
             (0 < self.lower_clip < 1 and 0 < self.lower_clip_final < 1,
              "lower_clip and lower_clip_final must be in (0, 1)"),
             (0 <= self.beta <= 1, f"beta must be in [0, 1], got {self.beta}"),
+            (self.estep_targets >= 1, f"estep_targets must be >= 1, got {self.estep_targets}"),
+            (self.mstep in MSTEPS, f"mstep must be one of {MSTEPS}, got {self.mstep!r}"),
             (0 < self.switch_ratio <= 1, f"switch_ratio must be in (0, 1], got {self.switch_ratio}"),
             (self.cost_control in COST_CONTROLS,
              f"cost_control must be one of {COST_CONTROLS}, got {self.cost_control!r}"),
@@ -208,6 +223,8 @@ class Config:
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
+            (self.pid_integral_min <= self.pid_integral_init <= 1,
+             "pid_integral_init must be in [pid_integral_min, 1]"),
             (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
             (self.update_epochs >= 1 and self.num_minibatches >= 1,
              "update_epochs and num_minibatches must be >= 1"),

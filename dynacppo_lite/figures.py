@@ -15,6 +15,7 @@ file                               what it shows (notebook)
 03_estep_cases.png                 the three cases of Theorem 3.4 in the A-A_c plane (03)
 03_estep_clipping.png              Algorithm 1's passes: heuristic vs exact over the bound (03)
 04_mstep_clip.png                  the tracking loss and its gradient with the lower clip (04)
+04_mstep_linear.png                tracking vs linear M-step on real batches, epoch by epoch (04)
 05_learning_curves.png             CPPO, PPO-Lag, Dyna-CPPO with the cost limit (05)
 05_policy.gif                      the trained policy, rendered headless (05)
 06_run_browser.png                 the run browser on notebook 5's runs (06)
@@ -279,6 +280,24 @@ def fig_mstep(lower_clip: float = 0.6, targets: tuple[float, ...] = (0.3, 1.5)):
     return fig
 
 
+def fig_mstep_study(smoke: bool = False, seed: int = 0):
+    """04: the paper's tracking loss against the linear surrogate on real SafetyPointGoal1-v0
+    batches of the shipped policy: realised KL, reach and held-out gain after each epoch
+    (``bench.mstep.study``, ``plots.plot_mstep_study``)."""
+    import matplotlib.pyplot as plt
+
+    from dynacppo_lite.bench.mstep import REFERENCE_POLICY, collect_batches, study
+    from dynacppo_lite.plots import plot_mstep_study
+
+    cfg, agent, batches = collect_batches(REFERENCE_POLICY, n=2 if smoke else 4, seed=seed + 1,
+                                          steps=1_000 if smoke else None)
+    _, traces = study(cfg, agent, batches, "free", seed, labels=["tracking (paper)", "linear, clip 0.4"])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    plot_mstep_study(traces, target_kl=cfg.target_kl, axes=axes)
+    fig.tight_layout()
+    return fig
+
+
 def fig_learning_curves(run_dirs: list[Path], title: str | None = None):
     """05: return and cost of runs, the cost limit dashed (``plots.plot_learning_curves``)."""
     from dynacppo_lite.plots import plot_learning_curves
@@ -324,7 +343,8 @@ def train_or_reuse(configs: list[Any]) -> list[Path]:
         run = Path(cfg.log_dir) / cfg.run_name
         if not (run / "policy_final.pt").is_file():
             if (run / "checkpoint.pt").is_file():
-                run = train(cfg, resume=run)
+                # The run's own settings; the budget and the device are this config's.
+                run = train(resume=run, changes={"total_steps": cfg.total_steps, "device": cfg.device})
             else:
                 run = train(cfg)
         runs.append(run)
@@ -399,6 +419,7 @@ def regenerate(out_dir: str | Path | None = None, *, smoke: bool = False,
         save(fig_estep_cases(), "03_estep_cases.png", out_dir),
         save(fig_estep_clipping(), "03_estep_clipping.png", out_dir),
         save(fig_mstep(), "04_mstep_clip.png", out_dir),
+        save(fig_mstep_study(smoke), "04_mstep_linear.png", out_dir),
     ]
     runs_root = Path(runs_dir) if runs_dir is not None else project_root() / "runs" / "notebook05"
     full_cfgs = training_configs(False, runs_root)

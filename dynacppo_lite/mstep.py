@@ -10,12 +10,28 @@ Where r >= b the two terms agree and d loss / d r = -D / B: the gradient of
 0.5 * mean((v - r)^2). Where r < b and v < r (D < 0) the second term is the smaller and
 constant, so the loss stops pushing r further down; where r < b and v > r it still pulls r up.
 
+Where the package departs from the paper: the tracking loss is a regression onto per-sample
+targets that a Gaussian policy over shared features can follow only in small part (measured
+slope of r - 1 on v - 1: 0.05-0.15), so the policy moves a fraction of the E-step's step and
+CPPO learned at 0.3-0.7x PPO's speed without a constraint. ``Config.mstep = "linear"`` (the
+default) instead takes the E-step's target as a *direction*: the linear surrogate
+
+    loss = - mean( min( (v - 1) * r,  (v - 1) * clamp(r, 1 - eps, 1 + eps) ) )
+
+is PPO's clipped objective with the advantage replaced by v - 1 (the E-step's choice of where
+in the (A, A_c) plane to go, with its trust region and its bound already applied) and the clip
+eps = 1 - b. It keeps pushing along v - 1 until the clip or the KL early stop, as PPO does
+along A, so the realised step is set by ``target_kl`` rather than by how well per-sample
+targets can be fitted. The tracking loss stays available (``mstep = "tracking"``) as the
+paper's M-step, taught in notebook 04.
+
 All tensors are (B,) over the minibatch; the loss is a scalar.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.distributions import Normal, kl_divergence
 
 
 def mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
@@ -39,17 +55,49 @@ def recovery_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target
     beta = 1 is ``mstep_loss``; A_c = 0 leaves beta * (v - r).
     """
     ratio = _ratio(logp_new, logp_old, v_target, lower_clip=lower_clip)
-    if adv_c.shape != ratio.shape:
-        raise ValueError(f"adv_c must have the shape {tuple(ratio.shape)} of logp_new, "
-                         f"got {tuple(adv_c.shape)}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    with torch.no_grad():
-        track = v_target - ratio
-        cc = adv_c @ adv_c
-        proj = (track @ adv_c) / cc * adv_c if cc > 0 else torch.zeros_like(track)
-        direction = beta * track + (1.0 - beta) * proj
-    return _clipped_loss(ratio, direction, lower_clip)
+    return _clipped_loss(ratio, _recovery_direction(v_target - ratio, adv_c, beta, ratio.shape),
+                         lower_clip)
+
+
+def linear_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
+                      lower_clip: float) -> torch.Tensor:
+    """The linear surrogate above: PPO's clipped loss with advantage v - 1 and clip range
+    [b, 2 - b], b = ``lower_clip``. Its gradient in r_i is -(v_i - 1) / B inside the clip and 0
+    outside it on the side that v_i asks for (a sample already moved far enough stops pulling)."""
+    ratio = _ratio(logp_new, logp_old, v_target, lower_clip=lower_clip)
+    return _two_sided_loss(ratio, v_target - 1.0, lower_clip)
+
+
+def linear_recovery_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor,
+                               adv_c: torch.Tensor, *, lower_clip: float, beta: float) -> torch.Tensor:
+    """The recovery M-step for ``mstep = "linear"``: the linear surrogate along
+    D = beta (v - 1) + (1 - beta) P_c (v - 1), P_c the projection onto the line of A_c over the
+    minibatch, exactly as ``recovery_mstep_loss`` mixes the tracking residual v - r."""
+    ratio = _ratio(logp_new, logp_old, v_target, lower_clip=lower_clip)
+    direction = _recovery_direction(v_target - 1.0, adv_c, beta, ratio.shape)
+    return _two_sided_loss(ratio, direction, lower_clip)
+
+
+def decoupled_likelihood_loss(dist_new: Normal, dist_old: Normal, act: torch.Tensor,
+                              v_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The likelihood M-step with separate trust regions for the mean and the spread (MPO,
+    Abdolmaleki et al. 2018, eq. 11; V-MPO): a fit of the policy to the E-step's reweighted batch,
+
+        loss = - mean( v * (log N(a; mu_new, std_old) + log N(a; mu_old, std_new)) ),
+
+    returned with the two KLs that bound it, KL(pi_old || pi with the new mean) and
+    KL(pi_old || pi with the new std), each (per sample, summed over action dims) averaged over
+    the minibatch. The caller keeps each KL under its own bound (MPO: Lagrange multipliers);
+    without the split the unweighted part of the likelihood shrinks the std toward the batch's
+    own actions and spends the whole KL budget on it. ``act`` (B, act_dim); ``v_target`` (B,).
+    """
+    old_mean, old_std = dist_old.mean.detach(), dist_old.stddev.detach()
+    logp_mean = Normal(dist_new.mean, old_std).log_prob(act).sum(-1)
+    logp_std = Normal(old_mean, dist_new.stddev).log_prob(act).sum(-1)
+    loss = -(v_target.detach() * (logp_mean + logp_std)).mean()
+    kl_mean = kl_divergence(Normal(old_mean, old_std), Normal(dist_new.mean, old_std)).sum(-1).mean()
+    kl_std = kl_divergence(Normal(old_mean, old_std), Normal(old_mean, dist_new.stddev)).sum(-1).mean()
+    return loss, kl_mean, kl_std
 
 
 def mstep_diagnostics(logp_new: torch.Tensor, logp_old: torch.Tensor, *,
@@ -82,6 +130,18 @@ def realised_fraction(ratio: torch.Tensor, v_target: torch.Tensor) -> tuple[floa
         return xy / xx, (xy / (xx * yy) ** 0.5 if yy > 0.0 else 0.0)
 
 
+def choose_target(ratio: torch.Tensor, budgets: list[float]) -> int:
+    """Section 3.4's multiple targets: which of the E-step's targets, solved for the increasing
+    trust-region budgets ``budgets`` (delta'_1 < ... < delta'_K), the M-step should fit next.
+
+    The step already taken is measured in the E-step's own units, 0.5 mean((r - 1)^2) (its trust
+    region is mean((v - 1)^2) <= 2 delta'); the answer is the first target whose budget is
+    larger than that, or the last. ``ratio``: (N,) over the whole batch.
+    """
+    moved = 0.5 * float(((ratio.detach().double() - 1.0) ** 2).mean())
+    return next((k for k, budget in enumerate(budgets) if moved < budget), len(budgets) - 1)
+
+
 def _ratio(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
            lower_clip: float) -> torch.Tensor:
     """r = exp(logp_new - logp_old), after checking shapes (B,) and the clip."""
@@ -92,6 +152,28 @@ def _ratio(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tenso
     if not 0.0 <= lower_clip < 1.0:
         raise ValueError(f"lower_clip must lie in [0, 1), got {lower_clip}")
     return (logp_new - logp_old.detach()).exp()
+
+
+def _recovery_direction(step: torch.Tensor, adv_c: torch.Tensor, beta: float,
+                        shape: torch.Size) -> torch.Tensor:
+    """beta * step + (1 - beta) * (projection of step onto the line of adv_c), detached."""
+    if adv_c.shape != shape:
+        raise ValueError(f"adv_c must have the shape {tuple(shape)} of logp_new, "
+                         f"got {tuple(adv_c.shape)}")
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    with torch.no_grad():
+        step = step.detach()
+        cc = adv_c @ adv_c
+        proj = (step @ adv_c) / cc * adv_c if cc > 0 else torch.zeros_like(step)
+        return beta * step + (1.0 - beta) * proj
+
+
+def _two_sided_loss(ratio: torch.Tensor, direction: torch.Tensor, lower_clip: float) -> torch.Tensor:
+    """-mean(min(D r, D clamp(r, b, 2 - b))) for a detached direction D (PPO's clip, eps = 1 - b)."""
+    direction = direction.detach()
+    clipped = ratio.clamp(lower_clip, 2.0 - lower_clip)
+    return -torch.min(direction * ratio, direction * clipped).mean()
 
 
 def _clipped_loss(ratio: torch.Tensor, direction: torch.Tensor, lower_clip: float) -> torch.Tensor:

@@ -549,3 +549,34 @@ def plot_diagnostic_frames(frames: Mapping[str, Sequence[pd.DataFrame]],
             ax.legend(fontsize=7)
     return axes
 
+
+
+def plot_mstep_study(traces: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
+                     target_kl: float | None = None,
+                     axes: Sequence[plt.Axes] | None = None) -> Sequence[plt.Axes]:
+    """M-step candidates epoch by epoch on the same real batches (``bench.mstep.study``'s
+    traces: per candidate, per batch, a dict of ``measure`` after each epoch): the realised KL
+    with the early stop ``target_kl``, the reach (slope of r - 1 on v - 1) and the reward gain
+    on the *held-out* batches. One thin line per batch, the mean over batches bold."""
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = (("kl", "realised KL(pi_old || pi)", "how far the policy moved"),
+              ("reach", "slope of r - 1 on v - 1", "how much of v it follows"),
+              ("held_r", "mean((r - 1) A) / std(A), held out", "reward gain on fresh batches"))
+    for label, per_batch in traces.items():
+        color = None
+        for ax, (key, ylabel, title) in zip(axes, panels, strict=True):
+            curves = [[point[key] for point in trace] for trace in per_batch]
+            for y in curves:
+                line, = ax.plot(np.arange(1, len(y) + 1), y, lw=0.8, alpha=0.35, color=color)
+                color = line.get_color()
+            longest = max(len(y) for y in curves)
+            mean = [np.mean([y[min(e, len(y) - 1)] for y in curves]) for e in range(longest)]
+            ax.plot(np.arange(1, longest + 1), mean, lw=2.2, marker="o", ms=4, color=color, label=label)
+            ax.set(xlabel="M-step epoch (stops at the KL early stop)", ylabel=ylabel, title=title)
+    if target_kl is not None:
+        axes[0].axhline(target_kl, color="k", ls=":", lw=1, label="target_kl (early stop)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return axes

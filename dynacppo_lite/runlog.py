@@ -32,9 +32,10 @@ from dynacppo_lite.config import Config
 
 CSV_COLUMNS = [
     "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
-    "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change", "kl",
+    "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change",
+    "mstep_cost_change", "mstep_reward_change", "kl",
     "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
-    "estep_feasible", "lagrange", "loss_pi",
+    "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
     "loss_dyn_holdout", "imagined_frac", "imagined_cost_rate", "branch_len_mean", "sps",
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
@@ -164,6 +165,19 @@ class RunLog:
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([header, *keep])
         os.replace(tmp, self.csv_path)
+
+    def note(self, line: str) -> None:
+        """Append ``line`` to ``log.txt``: an event between iterations (a setting changed on
+        resume), kept beside the iterations it explains."""
+        with open(self.txt_path, "a") as f:
+            f.write(line + "\n")
+
+    def write_config(self, config: Config) -> None:
+        """Rewrite ``config.json`` (atomically) after a resume changed a setting."""
+        path = self.dir / "config.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config.to_dict(), indent=2))
+        os.replace(tmp, path)
 
     def write_row(self, row: dict[str, Any]) -> None:
         with open(self.csv_path, "a", newline="") as f:

@@ -27,7 +27,7 @@ give your own function as ``Trainer(cfg, estep=..., policy_loss=..., advantages=
 
     advantages   dual GAE of the real rollout      (default ``gae.dual_gae``)
     estep        the E-step's target ratios v*     (default ``estep.solve_estep``)
-    policy_loss  the normal-mode M-step loss       (default ``mstep.mstep_loss``)
+    policy_loss  the normal-mode M-step loss       (default: ``Config.mstep``'s loss)
 
 Each method's docstring gives the contract (inputs, shapes, units, what to return, an example);
 a plug-in that returns the wrong thing stops the run with a one-line ``PluginError``.
@@ -39,10 +39,11 @@ a plug-in that returns the wrong thing stops the run with a one-line ``PluginErr
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,15 @@ from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.imagine import DynaModel
 from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
-from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss, realised_fraction, recovery_mstep_loss
+from dynacppo_lite.mstep import (
+    choose_target,
+    linear_mstep_loss,
+    linear_recovery_mstep_loss,
+    mstep_diagnostics,
+    mstep_loss,
+    realised_fraction,
+    recovery_mstep_loss,
+)
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.rollout import Collector
 from dynacppo_lite.runlog import CheckpointError, RunLog, load_checkpoint, rng_state, set_rng_state
@@ -105,11 +114,14 @@ def update_critics(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
 def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cfg: Config,
                   lower_clip: float, gen: torch.Generator,
-                  v_target: torch.Tensor | None = None) -> dict[str, float]:
+                  v_target: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+                  after_epoch: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
     """Epochs of minibatches on ``loss_fn(logp_new, idx)``; early stop on approx KL.
 
-    With the E-step's ``v_target`` (N,), also reports how far the policy followed it: ``reach``
-    and ``reach_corr``, the slope and correlation of r - 1 on v - 1 (``realised_fraction``)."""
+    ``after_epoch(ratio)`` sees r (N,) over the whole batch after each epoch (multiple targets
+    switch there). With the E-step's ``v_target`` (N,) (or a function returning the target in
+    use), also reports how far the policy followed it: ``reach`` and ``reach_corr``, the slope
+    and correlation of r - 1 on v - 1 (``realised_fraction``)."""
     n = len(batch.logp)
     loss = torch.zeros(())
     epochs_run = 0
@@ -123,18 +135,27 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(agent.pi.parameters(), cfg.max_grad_norm)
             opt.step()
-        if cfg.target_kl is not None:
+        if cfg.target_kl is not None or after_epoch is not None:
             with torch.no_grad():
                 logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
-            if mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)["approx_kl"] > cfg.target_kl:
+            if after_epoch is not None:
+                after_epoch((logp_all - batch.logp).exp())
+            if cfg.target_kl is not None and mstep_diagnostics(
+                    logp_all, batch.logp, lower_clip=lower_clip)["approx_kl"] > cfg.target_kl:
                 break
     with torch.no_grad():
         logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
     diag = mstep_diagnostics(logp_all, batch.logp, lower_clip=lower_clip)
+    ratio = (logp_all - batch.logp).exp()
+    # The first-order changes the update bought, in the units of the E-step's estep_cost_change
+    # (mean((v - 1) A_c)): their ratio is the share of the E-step's step the M-step realised.
     out = {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
-           "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run}
+           "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run,
+           "mstep_reward_change": float(((ratio - 1) * batch.adv_r).mean()),
+           "mstep_cost_change": float(((ratio - 1) * batch.adv_c).mean())}
     if v_target is not None:
-        out["reach"], out["reach_corr"] = realised_fraction((logp_all - batch.logp).exp(), v_target)
+        target = v_target() if callable(v_target) else v_target
+        out["reach"], out["reach_corr"] = realised_fraction(ratio, target)
     return out
 
 
@@ -227,12 +248,16 @@ class Trainer:
     so pass them again when resuming. ``ppo-lag`` has no E-step: giving it ``estep`` or
     ``policy_loss`` is an error.
 
+    ``Trainer(resume=run_dir, changes={...})`` continues a run with its own saved settings; see
+    :func:`train` for what ``config`` and ``changes`` mean then.
+
     >>> def my_estep(adv_r, adv_c, *, cost_margin, kl_budget, lower_bound, method, recovery):
     ...     return np.ones_like(adv_r)                # v = 1: the E-step asks for no change
     >>> Trainer(Config(env_id="ToySpeedLimit-v0"), estep=my_estep)  # doctest: +SKIP
     """
 
-    def __init__(self, config: Config, resume: str | Path | None = None, *,
+    def __init__(self, config: Config | None = None, resume: str | Path | None = None, *,
+                 changes: Mapping[str, Any] | None = None,
                  estep: Callable[..., Any] | None = None,
                  policy_loss: Callable[..., torch.Tensor] | None = None,
                  advantages: Callable[..., Any] | None = None) -> None:
@@ -240,6 +265,14 @@ class Trainer:
         for name, fn in plugins.items():
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+        notes: list[str] = []
+        if resume is not None:
+            resume = Path(resume)
+            config, ckpt, notes, _ = resume_point(resume, config, changes)
+        elif config is None:
+            raise TypeError("Trainer needs a config, or resume= the directory of a run to continue")
+        elif changes:
+            raise ValueError("changes= applies to a resumed run only: set the fields in the config")
         if config.algo == "ppo-lag":
             unused = [name for name in ("estep", "policy_loss") if plugins[name] is not None]
             if unused:
@@ -247,14 +280,6 @@ class Trainer:
                                  "would be ignored (use algo 'cppo' or 'dyna-cppo')")
         # None: the library's function, looked up when called (so a patched module is seen too).
         self._estep_fn, self._policy_loss_fn, self._advantages_fn = estep, policy_loss, advantages
-        if resume is not None:
-            resume = Path(resume)
-            ckpt = load_checkpoint(resume / "checkpoint.pt")
-            saved = Config.from_dict(ckpt["config"])
-            # What may change on resume: where it runs and how long; nothing that shapes results.
-            for key in ("total_steps", "device", "checkpoint_every"):
-                setattr(saved, key, getattr(config, key))
-            config = saved
         config = config.validate()
         check_env_id(config.env_id)  # an unknown id says so before any cost-limit question
         if config.cost_limit is None:  # config.json and checkpoints record the limit used
@@ -276,15 +301,15 @@ class Trainer:
         self.switch = ModeSwitch(self.cost_limit, cfg.switch_ratio)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.steps_per_env = cfg.steps_per_iter // cfg.num_envs
-        self.batch_size = self.steps_per_env * cfg.num_envs
-        self.num_iters = max(1, cfg.total_steps // self.batch_size)
+        self.batch_size, self.num_iters = iterations(cfg)
         self.dyna = None
         if cfg.algo == "dyna-cppo":
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
         self.reach = cfg.reach_init
-        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min)
+        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
+                                           cfg.pid_integral_init)
         self.start_iter = 0
         self.elapsed = 0.0
         if resume is not None:
@@ -292,12 +317,26 @@ class Trainer:
             self.log = RunLog(resume, cfg, resume=True)
             self._restore(ckpt)
             self.log.truncate_after(self.start_iter - 1)
+            if notes and not self.finished:  # a finished run that stays finished changes nothing
+                for note in notes:
+                    print(f"resume {resume}: {note}")
+                    self.log.note(f"resume: {note}")
+                self.log.write_config(cfg)
+                # Into the checkpoint at once: a kill before the next one must not undo the change.
+                self.log.save_checkpoint({**{k: v for k, v in ckpt.items() if k != "format"},
+                                          "config": cfg.to_dict()})
         else:
             self.run_dir = Path(cfg.log_dir) / (cfg.run_name or f"{cfg.algo}_{cfg.env_id}_s{cfg.seed}")
             self.log = RunLog(self.run_dir, cfg)
         # A resumed run cannot restore the simulators' internal state: it reseeds them per iteration.
         self.collector = Collector(self.envs, self.agent, self.device,
                                    seed=cfg.seed + 7919 * self.start_iter)
+
+    @property
+    def finished(self) -> bool:
+        """True for a resumed run that had already reached ``total_steps`` and written its
+        final policy: :meth:`run` then trains nothing."""
+        return self.start_iter >= self.num_iters and (self.run_dir / "policy_final.pt").is_file()
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self, iteration: int) -> dict[str, Any]:
@@ -395,7 +434,8 @@ class Trainer:
 
     def policy_loss(self, logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
                     lower_clip: float) -> torch.Tensor:
-        """The normal-mode M-step loss (plug-in ``policy_loss``; default ``mstep.mstep_loss``).
+        """The normal-mode M-step loss (plug-in ``policy_loss``; default: ``mstep.linear_mstep_loss``, or
+        ``mstep.mstep_loss`` with ``Config.mstep = "tracking"``).
 
         Inputs, all (B,) float32 tensors over one minibatch: ``logp_new`` = log pi_theta(a|s)
         (carries the gradient), ``logp_old`` = log pi_old(a|s) of the rollout's policy,
@@ -411,7 +451,25 @@ class Trainer:
                 ratio = (logp_new - logp_old).exp()
                 return 0.5 * ((v_target - ratio) ** 2).mean()
         """
-        return (self._policy_loss_fn or mstep_loss)(logp_new, logp_old, v_target, lower_clip=lower_clip)
+        default = linear_mstep_loss if self.cfg.mstep == "linear" else mstep_loss
+        return (self._policy_loss_fn or default)(logp_new, logp_old, v_target, lower_clip=lower_clip)
+
+    def _estep_at(self, adv_r: np.ndarray, adv_c: np.ndarray, kl_budget: float, u: float | None,
+                  cost_margin: float, mode: str) -> tuple[EStepResult, float]:
+        """The E-step at one trust-region budget, with the cost margin the cost control gives for
+        it; returns the checked result and that margin."""
+        cfg = self.cfg
+        if u is not None:
+            estep_margin = margin_from_fraction(u, adv_c, kl_budget)
+        else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
+            # cost change scales with it: ask for margin / reach at the full radius
+            estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
+        recovery = mode == "recovery"
+        est = _check_estep(
+            self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=kl_budget,
+                       lower_bound=cfg.v_lower_bound, method=cfg.estep_method, recovery=recovery),
+            adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound, recovery=recovery)
+        return est, estep_margin
 
     # --- one iteration -----------------------------------------------------------------------
     def iteration(self, it: int) -> dict[str, Any]:
@@ -476,7 +534,7 @@ class Trainer:
                     batch = batch.cat(imagined)
         t_e0 = time.perf_counter()
 
-        v = None
+        v = after_epoch = None
         if cfg.algo == "ppo-lag":
             # An iteration with no finished episode brings no new evidence: lambda stays.
             lagrange = self.lagrange.update(cost_est) if fresh else self.lagrange.value
@@ -489,33 +547,43 @@ class Trainer:
             row.update(lagrange=lagrange)
         else:
             adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
-            if u is not None:
-                estep_margin = margin_from_fraction(u, adv_c, cfg.kl_budget)
-            else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
-                # cost change scales with it: ask for margin / reach at the full radius
-                estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
-            est = _check_estep(
-                self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=cfg.kl_budget,
-                           lower_bound=cfg.v_lower_bound, method=cfg.estep_method,
-                           recovery=mode == "recovery"),
-                adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound,
-                recovery=mode == "recovery")
+            # Section 3.4's multiple targets: the E-step at K increasing budgets; the M-step fits
+            # the smallest one its ratio has not yet moved past (K = 1: the single target).
+            budgets = [cfg.kl_budget * (k + 1) / cfg.estep_targets for k in range(cfg.estep_targets)]
+            solved = [self._estep_at(adv_r, adv_c, budget, u, cost_margin, mode) for budget in budgets]
+            est, estep_margin = solved[-1]
             t_e1 = time.perf_counter()
             mode = est.mode
-            v = torch.as_tensor(est.v, dtype=torch.float32, device=self.device)
+            targets = [torch.as_tensor(e.v, dtype=torch.float32, device=self.device) for e, _ in solved]
+            chosen = [0]
+
+            def target() -> torch.Tensor:
+                return targets[chosen[0]]
+
+            if len(targets) > 1:
+                def after_epoch(ratio: torch.Tensor) -> None:
+                    chosen[0] = choose_target(ratio, budgets)
+            v = target
             row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
+                       estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
                        estep_margin=estep_margin, estep_cost_change=est.cost_change,
                        reach_est=self.reach, margin_u=u)
             if mode == "recovery":
+                recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
+                                 else recovery_mstep_loss)
+
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return recovery_mstep_loss(logp_new, batch.logp[mb], v[mb], batch.adv_c[mb],
-                                               lower_clip=lower_clip, beta=cfg.beta)
+                    return recovery_loss(logp_new, batch.logp[mb], target()[mb], batch.adv_c[mb],
+                                         lower_clip=lower_clip, beta=cfg.beta)
             else:
                 def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], v[mb],
+                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], target()[mb],
                                                         lower_clip=lower_clip))
 
-        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v)
+        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v,
+                                 after_epoch)
+        if v is not None:
+            pi_stats["target_used"] = chosen[0] + 1
         t_m = time.perf_counter()
         if "reach" in pi_stats:
             measured = min(max(pi_stats["reach"], cfg.reach_min), 1.0)
@@ -535,7 +603,13 @@ class Trainer:
 
     def run(self, progress: bool = False,
             callback: Callable[[dict[str, Any]], None] | None = None) -> Path:
-        """Train to ``total_steps``; returns the run directory. Ctrl-C saves a checkpoint first."""
+        """Train to ``total_steps``; returns the run directory. Ctrl-C saves a checkpoint first.
+
+        A resumed run that is already finished is left as it is (it says so)."""
+        if self.finished:
+            self.envs.close()
+            say_finished(self.run_dir, self.cfg)
+            return self.run_dir
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -571,15 +645,131 @@ class Trainer:
         return self.run_dir
 
 
-def train(config: Config, resume: str | Path | None = None, progress: bool = False,
-          callback: Callable[[dict[str, Any]], None] | None = None, **plugins: Callable[..., Any]) -> Path:
+def train(config: Config | None = None, resume: str | Path | None = None, progress: bool = False,
+          callback: Callable[[dict[str, Any]], None] | None = None, *,
+          changes: Mapping[str, Any] | None = None, **plugins: Callable[..., Any]) -> Path:
     """Train with ``config`` (or continue the run in ``resume``); returns the run directory.
+
+    A resumed run continues as it was started: every setting comes from its saved config, so
+    ``train(resume=run_dir)`` ends at the run's own ``total_steps`` on its own ``device``. Ask
+    for a change with ``changes``, e.g. ``changes={"total_steps": 200_000}``; only
+    :data:`RESUME_CHANGES` (``total_steps``, ``device``, ``checkpoint_every``,
+    ``torch_threads``) may change, since the others shape the results; any other field given
+    with a value other than its saved one is a one-line ValueError naming it. Each change is
+    printed in one line and written to the run's ``log.txt`` and ``config.json``. The policy
+    learning rate and the M-step clip anneal over ``total_steps``, so a larger budget stretches
+    their schedules from the resume point on. A run already finished is left as it is (it says
+    so) unless ``changes`` gives a larger ``total_steps``. ``config`` may still be given with
+    ``resume`` (older code did): it must then be the run's own config (after ``changes``;
+    ``log_dir`` and ``run_name`` are not compared), or a one-line ValueError names the fields
+    that differ; it is never a source of values, since a Config's defaults cannot be told from
+    values its caller chose.
 
     ``plugins``: ``estep=``, ``policy_loss=``, ``advantages=`` (see :class:`Trainer`)."""
     unknown = set(plugins) - set(PLUGINS)
     if unknown:
         raise TypeError(f"unknown plug-in {sorted(unknown)[0]!r}: the plug-ins are {', '.join(PLUGINS)}")
-    return Trainer(config, resume=resume, **plugins).run(progress=progress, callback=callback)
+    if resume is not None:
+        # A finished run is answered before the envs (worker processes, simulators) are built.
+        cfg, _, _, done = resume_point(Path(resume), config, changes)
+        if done >= iterations(cfg)[1] and (Path(resume) / "policy_final.pt").is_file():
+            say_finished(Path(resume), cfg)
+            return Path(resume)
+    return Trainer(config, resume=resume, changes=changes, **plugins).run(progress=progress,
+                                                                          callback=callback)
+
+
+#: What a resume may change: where the run computes and how long it goes. Every other field
+#: shapes the results, so it stays as the run was started (see :func:`train`).
+RESUME_CHANGES = ("total_steps", "device", "checkpoint_every", "torch_threads")
+
+
+def iterations(cfg: Config) -> tuple[int, int]:
+    """``(batch_size, num_iters)``: real steps per iteration (``steps_per_iter`` rounded down to
+    a multiple of ``num_envs``) and the iterations that make up ``total_steps``."""
+    batch_size = cfg.steps_per_iter // cfg.num_envs * cfg.num_envs
+    return batch_size, max(1, cfg.total_steps // batch_size)
+
+
+def _same(key: str, given: Any, cfg: Config) -> bool:
+    """Whether ``given`` for field ``key`` is what ``cfg`` (a run's config) already holds."""
+    saved = getattr(cfg, key)
+    if key == "cost_limit" and given is None:  # None: the task's limit, which the run recorded
+        return saved == default_cost_limit(cfg.env_id)
+    if key == "log_dir":
+        return os.path.normpath(str(given)) == os.path.normpath(str(saved))
+    if key == "run_name":  # None names the directory <algo>_<env_id>_s<seed>
+        return given == (saved or f"{cfg.algo}_{cfg.env_id}_s{cfg.seed}") or given == saved
+    if isinstance(given, list):
+        given = tuple(given)
+    return given == saved
+
+
+def resume_config(saved: Config, changes: Mapping[str, Any] | None = None,
+                  config: Config | None = None) -> tuple[Config, list[str]]:
+    """The config a resumed run continues with, and one line per setting that changes.
+
+    ``saved`` is the run's own config; ``changes`` asks for new values. A field of
+    :data:`RESUME_CHANGES` takes the value given; any other field may be given only with its
+    saved value (so a command line that repeats the run's settings is accepted), else a
+    one-line ValueError names it. ``config``, when given, is checked against the result and
+    never read for values (see :func:`train`).
+
+    >>> cfg, notes = resume_config(Config(total_steps=8_000, device="cpu"), {"total_steps": 16_000})
+    >>> (cfg.total_steps, cfg.device, notes)
+    (16000, 'cpu', ['total_steps 8000 -> 16000'])
+    """
+    names = [f.name for f in dataclasses.fields(Config)]
+    changes = dict(changes or {})
+    unknown = [key for key in changes if key not in names]
+    if unknown:
+        raise ValueError(f"resume: {unknown[0]!r} is not a Config field")
+    fixed = [key for key, value in changes.items()
+             if key not in RESUME_CHANGES and not _same(key, value, saved)]
+    if fixed:
+        what = ", ".join(f"{key} (saved {getattr(saved, key)!r}, given {changes[key]!r})" for key in fixed)
+        raise ValueError(f"resume cannot change {what}: a resumed run keeps its saved settings; "
+                         f"only {', '.join(RESUME_CHANGES)} may change (start a new run for others)")
+    moved = {key: value for key, value in changes.items()
+             if key in RESUME_CHANGES and not _same(key, value, saved)}
+    cfg = dataclasses.replace(saved, **moved).validate()
+    if config is not None:
+        differ = [key for key in names if key not in ("log_dir", "run_name")
+                  and not _same(key, getattr(config, key), cfg)]
+        if differ:
+            what = ", ".join(f"{key} (saved {getattr(cfg, key)!r}, given {getattr(config, key)!r})"
+                             for key in differ)
+            raise ValueError(f"resume: the config given differs from the run's own in {what}; "
+                             "pass config=None (the run's settings) and changes={...} for "
+                             f"{', '.join(RESUME_CHANGES)}")
+    return cfg, [f"{key} {getattr(saved, key)} -> {value}" for key, value in moved.items()]
+
+
+def resume_point(run_dir: Path, config: Config | None,
+                 changes: Mapping[str, Any] | None) -> tuple[Config, dict[str, Any], list[str], int]:
+    """``(config, checkpoint, notes, iterations done)`` of the run in ``run_dir`` resumed with
+    ``changes`` (:func:`resume_config`); a budget below the steps already done is an error."""
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    try:
+        saved = Config.from_dict(ckpt["config"])
+        done = int(ckpt["iteration"]) + 1
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {run_dir / 'checkpoint.pt'} has no usable config "
+                              f"or iteration ({reason})") from None
+    cfg, notes = resume_config(saved, changes, config)
+    batch_size, num_iters = iterations(cfg)
+    if done > num_iters:
+        raise ValueError(f"total_steps {cfg.total_steps} is below the {done * batch_size} steps "
+                         f"{run_dir} has already done")
+    return cfg, ckpt, notes, done
+
+
+def say_finished(run_dir: Path, cfg: Config) -> None:
+    """The one line a resume of a finished run prints."""
+    batch_size, num_iters = iterations(cfg)
+    print(f"{run_dir} is already finished ({num_iters * batch_size} steps, its total_steps "
+          f"{cfg.total_steps}); give a larger total_steps (--total-steps) to train it on")
 
 
 def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,

@@ -29,7 +29,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -449,8 +449,8 @@ class TrainingMonitor:
 
     ``background=True`` trains in a thread and returns at once: the kernel stays free to run
     other cells and to receive the **stop** button's click, which ends the run after the
-    current iteration with a checkpoint (:class:`StopTraining`). ``monitor.train(cfg,
-    resume=run_dir)`` continues that run's CSV, its earlier rows drawn first. ``background=False``
+    current iteration with a checkpoint (:class:`StopTraining`). ``monitor.train(resume=run_dir)``
+    continues that run's CSV, its earlier rows drawn first. ``background=False``
     (notebook 5's smoke mode, nbval, the website's execution) blocks until the run ends, so the
     cell's output is complete when the cell is.
 
@@ -502,14 +502,16 @@ class TrainingMonitor:
         self.limits[label] = run_cost_limit(run_dir)
         self.draw()
 
-    def train(self, config: Config, *, resume: str | Path | None = None, label: str | None = None,
+    def train(self, config: Config | None = None, *, resume: str | Path | None = None,
+              changes: Mapping[str, Any] | None = None, label: str | None = None,
               background: bool = False, **plugins: Callable[..., Any]) -> Path:
-        """Train ``config`` (or continue ``resume``) under the monitor; returns the run directory.
+        """Train ``config``, or continue the run in ``resume`` (on its own settings, ``changes``
+        as for ``train``: e.g. ``{"total_steps": ...}``); returns the run directory.
 
         ``plugins`` as for ``train`` (``estep=``, ``policy_loss=``, ``advantages=``). The trainer
         is built here, so a wrong config fails in the calling cell, not in the thread."""
         self._check_idle()
-        trainer = Trainer(config, resume=resume, **plugins)
+        trainer = Trainer(config, resume=resume, changes=changes, **plugins)
         self._launch([lambda: (trainer, resume is not None)], [label or trainer.run_dir.name], background)
         return trainer.run_dir
 
@@ -530,8 +532,11 @@ class TrainingMonitor:
                     (run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
                 self.add(run_dir, label=cfg.algo)
                 continue
-            resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
-            jobs.append(lambda cfg=cfg, resume=resume: (Trainer(cfg, resume=resume), resume is not None))
+            if (run_dir / "checkpoint.pt").is_file():  # its own settings; the budget and device from cfg
+                changes = {"total_steps": cfg.total_steps, "device": cfg.device}
+                jobs.append(lambda d=run_dir, c=changes: (Trainer(resume=d, changes=c), True))
+            else:
+                jobs.append(lambda cfg=cfg: (Trainer(cfg), False))
             labels.append(cfg.algo)
         if jobs:
             self._launch(jobs, labels, background)
@@ -567,7 +572,7 @@ class TrainingMonitor:
             except StopTraining:
                 self.stopped = True
                 end = (f"stopped; checkpoint saved: continue with "
-                       f"<code>monitor.train(cfg, resume=\"{trainer.run_dir}\")</code>")
+                       f"<code>monitor.train(resume=\"{trainer.run_dir}\")</code>")
             except BaseException as exc:  # a background run has no one else to report to
                 self.error = exc
                 end = f"failed: {type(exc).__name__}: {exc}"

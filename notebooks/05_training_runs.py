@@ -131,7 +131,8 @@ display(pd.DataFrame([{f: getattr(c, f) for f in fields} for c in configs]).set_
 # Every run writes a run directory: `progress.csv` (one row per iteration), `log.txt`,
 # `config.json`, `checkpoint.pt` (every `checkpoint_every` iterations, written atomically) and
 # `policy_final.pt`. Without the monitor, `train(cfg)` trains a config and returns that directory,
-# and `train(cfg, resume=run_dir)` continues an interrupted run.
+# and `train(resume=run_dir)` continues an interrupted run on its own settings
+# (`changes={"total_steps": ...}` asks for another budget).
 
 # %%
 monitor = TrainingMonitor()

@@ -82,3 +82,20 @@ def test_bench_learning_scores_the_reference_curve_over_the_same_budget(tmp_path
     # Budget 2,000: the last 10% of it holds the reference's row at step 2,000 only (return 2.0),
     # not the end of the reference curve (5.0).
     assert rows["ref (reference)"]["return_mean"] == pytest.approx(2.0)
+
+
+def test_bench_mstep_on_real_batches_of_the_shipped_policy(tmp_path):
+    """Every candidate runs the trainer's update on the same real batches; one that stopped
+    before the last epoch did so because its KL passed target_kl (the early stop)."""
+    assert cli_main(["bench", "mstep", "--batches", "2", "--steps", "600", "--margin", "free",
+                     "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "mstep.json").read_text())
+    rows = {r["M-step"]: r for r in data["results"]["free"]}
+    assert {"tracking (paper)", "ppo clipped on A (reference)"} <= set(rows)
+    assert any(label.startswith("linear") for label in rows)
+    for row in rows.values():
+        assert row["kl"] > 0 and 1 <= row["epochs"] <= 10
+        assert np.isfinite([row["held_r"], row["held_c"], row["reach"]]).all()
+        if row["epochs"] < 10:
+            assert row["kl"] > 0.02
+    assert rows["tracking (paper)"]["estep_gain_r"] > 0  # the E-step's v improves the surrogate

@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,11 @@ import pytest
 import torch
 
 from dynacppo_lite.cli import main as cli_main
-from dynacppo_lite.config import TOY_CONTROL, Config
+from dynacppo_lite.config import TOY_CONTROL, TRAIN_PRESETS, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, RunDirError, load_checkpoint
+from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, RunDirError, RunLog, load_checkpoint
 from dynacppo_lite.schedules import ModeSwitch, linear
-from dynacppo_lite.train import Trainer, train
+from dynacppo_lite.train import Trainer, resume_config, train
 
 
 def toy_config(tmp_path, **kw):
@@ -90,6 +92,198 @@ def test_kill_and_resume_gives_no_lost_or_duplicate_rows(tmp_path):
     train(cfg, resume=run)
     its = [int(r["iteration"]) for r in rows(run)]
     assert its == list(range(6))
+
+
+# --- resume keeps the run's own settings (issue 21) ------------------------------------------
+def no_row_past(monkeypatch, budget):
+    """Fail at the first CSV row past ``budget``: a resume that took a default Config's
+    1,000,000 steps would otherwise train on for minutes before any assertion ran."""
+    write_row = RunLog.write_row
+
+    def guarded(self, row):
+        assert row["step"] <= budget, f"a row at step {row['step']}, past the budget {budget}"
+        write_row(self, row)
+
+    monkeypatch.setattr(RunLog, "write_row", guarded)
+
+
+def cut_run(tmp_path, name, total_steps, after, **kw):
+    """A run of ``total_steps`` stopped by Ctrl-C after ``after`` iterations (all checkpointed)."""
+    cfg = toy_config(tmp_path, total_steps=total_steps, run_name=name, checkpoint_every=1, **kw)
+
+    def stop(row):
+        if row["iteration"] + 1 == after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg).run(callback=stop)
+    return tmp_path / name
+
+
+def steps(run):
+    return [int(r["step"]) for r in rows(run)]
+
+
+def saved_config(run):
+    return load_checkpoint(run / "checkpoint.pt")["config"], json.loads((run / "config.json").read_text())
+
+
+def test_cli_resume_without_total_steps_ends_at_the_runs_budget_on_its_device(tmp_path, monkeypatch,
+                                                                                capsys):
+    run = cut_run(tmp_path, "cut", 4_000, after=2, device="cpu")
+    no_row_past(monkeypatch, 4_000)
+    assert cli_main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert steps(run) == [1_000, 2_000, 3_000, 4_000]
+    assert "->" not in capsys.readouterr().out  # nothing was asked to change
+    for cfg in saved_config(run):
+        assert (cfg["total_steps"], cfg["device"]) == (4_000, "cpu")
+
+
+def test_cli_resume_with_total_steps_and_device_changes_them_and_says_so(tmp_path, monkeypatch, capsys):
+    run = train(toy_config(tmp_path, total_steps=2_000, device="cpu", run_name="ext"))
+    no_row_past(monkeypatch, 4_000)
+    assert cli_main(["train", "--resume", str(run), "--total-steps", "4000", "--device", "auto",
+                     "--no-progress"]) == 0
+    assert steps(run) == [1_000, 2_000, 3_000, 4_000]
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if "->" in line] == [f"resume {run}: total_steps 2000 -> 4000",
+                                                      f"resume {run}: device cpu -> auto"]
+    log = (run / "log.txt").read_text()
+    assert "resume: total_steps 2000 -> 4000\n" in log and "resume: device cpu -> auto\n" in log
+    for cfg in saved_config(run):
+        assert (cfg["total_steps"], cfg["device"]) == (4_000, "auto")
+    # The new budget is the run's own now: a plain resume finds it finished.
+    assert cli_main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "already finished (4000 steps" in capsys.readouterr().out
+
+
+def test_cli_resume_of_a_finished_run_says_so_exits_0_and_draws_the_figure(tmp_path, monkeypatch, capsys):
+    run = train(toy_config(tmp_path, total_steps=2_000, run_name="done"))
+    before = {name: (run / name).read_bytes() for name in ("progress.csv", "checkpoint.pt",
+                                                           "policy_final.pt", "config.json")}
+    no_row_past(monkeypatch, 2_000)
+    # Bare, and as `make train` and `bench learning` do it: every flag repeating the run's value.
+    same = ["--env", TOY_ENV_ID, "--total-steps", "2000", "--steps-per-iter", "1000", "--num-envs", "1",
+            "--device", "auto", "--log-dir", str(tmp_path), "--run-name", "done",
+            "--set", f"pi_lr={3e-3}", "--set", "checkpoint_every=2"]
+    for flags in ([], same):
+        png = tmp_path / f"curve{len(flags)}.png"
+        assert cli_main(["train", "--resume", str(run), "--no-progress", "--figure", str(png),
+                         *flags]) == 0
+        out = capsys.readouterr().out
+        assert f"{run} is already finished (2000 steps, its total_steps 2000)" in out
+        assert png.is_file()
+        assert {name: (run / name).read_bytes() for name in before} == before  # nothing rewritten
+
+
+def test_make_train_command_resumes_its_run_without_a_change():
+    """`make train` resumes with `--preset readme --log-dir runs`: the run's own values."""
+    saved = Config(**TRAIN_PRESETS["readme"], log_dir="runs", cost_limit=25.0)
+    cfg, notes = resume_config(saved, {**TRAIN_PRESETS["readme"], "log_dir": "runs"})
+    assert cfg == saved and notes == []
+
+
+def test_resume_refuses_to_change_what_shapes_results_in_one_line(tmp_path, capsys):
+    run = train(toy_config(tmp_path, total_steps=2_000, run_name="fixed"))
+    for flags, says in [(["--seed", "3"], "seed (saved 0, given 3)"),
+                        (["--set", "pi_lr=0.5"], "pi_lr (saved 0.003, given 0.5)"),
+                        (["--algo", "ppo-lag"], "algo (saved 'cppo', given 'ppo-lag')"),
+                        (["--log-dir", str(tmp_path / "elsewhere")], "log_dir"),
+                        (["--total-steps", "1000"], "total_steps 1000 is below the 2000 steps")]:
+        assert cli_main(["train", "--resume", str(run), "--no-progress", *flags]) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and says in err and "\n" not in err, err
+    with pytest.raises(ValueError, match=r"resume cannot change kl \(saved 0.1, given 0.2\)"):
+        train(resume=run, changes={"kl": 0.2})
+    with pytest.raises(ValueError, match="'klx' is not a Config field"):
+        train(resume=run, changes={"klx": 0.2})
+    # A default Config is never a source of values: it differs, so it is refused, by name.
+    with pytest.raises(ValueError, match=r"differs from the run's own in .*total_steps \(saved 2000, "
+                                         r"given 1000000\)"):
+        train(Config(env_id=TOY_ENV_ID, num_envs=1, steps_per_iter=1_000), resume=run)
+    with pytest.raises(ValueError, match="changes= applies to a resumed run only"):
+        train(toy_config(tmp_path, run_name="new"), changes={"total_steps": 5})
+    with pytest.raises(TypeError, match="needs a config, or resume="):
+        train()
+
+
+def test_python_resume_keeps_the_runs_settings_unless_changes_ask(tmp_path, monkeypatch, capsys):
+    run = cut_run(tmp_path, "api", 3_000, after=1, device="cpu")
+    no_row_past(monkeypatch, 4_000)
+    assert train(resume=run) == run
+    assert steps(run) == [1_000, 2_000, 3_000]
+    assert Trainer(resume=run).cfg.device == "cpu"
+    csv_done = (run / "progress.csv").read_text()
+    assert train(resume=run) == run and (run / "progress.csv").read_text() == csv_done
+    assert "already finished" in capsys.readouterr().out
+    assert Trainer(resume=run).finished
+    # The run's own config beside resume (older code) is accepted: it asks for nothing.
+    cfg = toy_config(tmp_path, total_steps=3_000, run_name="api", checkpoint_every=1, device="cpu")
+    assert train(cfg, resume=run) == run and (run / "progress.csv").read_text() == csv_done
+    # A change is in the checkpoint at once: a kill before the next checkpoint keeps it.
+    Trainer(resume=run, changes={"total_steps": 4_000, "device": "auto"}).envs.close()
+    out = capsys.readouterr().out
+    assert "total_steps 3000 -> 4000" in out and "device cpu -> auto" in out
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert (ckpt["iteration"], ckpt["config"]["total_steps"], ckpt["config"]["device"]) == (2, 4_000, "auto")
+    train(resume=run)
+    assert steps(run) == [1_000, 2_000, 3_000, 4_000]
+    assert "->" not in capsys.readouterr().out
+    assert Trainer(resume=run).cfg.device == "auto"
+
+
+def _complete_rows(csv_path):
+    if not csv_path.is_file():
+        return 0
+    return max(0, csv_path.read_text().count("\n") - 1)
+
+
+def _kill_after(cmd, run, rows_at_least):
+    """Start ``cmd``, SIGKILL it once the CSV has ``rows_at_least`` rows and a checkpoint exists;
+    returns the number of rows at the kill."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    deadline = time.monotonic() + 90
+    try:
+        while _complete_rows(run / "progress.csv") < rows_at_least or not (run / "checkpoint.pt").is_file():
+            assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()[-300:]}"
+            assert time.monotonic() < deadline, "no progress within 90 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return _complete_rows(run / "progress.csv")
+
+
+def test_sigkill_twice_then_resume_ends_at_the_runs_own_budget(tmp_path):
+    run = tmp_path / f"cppo_{TOY_ENV_ID}_s0"
+    cli = [sys.executable, "-m", "dynacppo_lite", "train"]
+    start = [*cli, "--algo", "cppo", "--env", TOY_ENV_ID, "--total-steps", "6000", "--steps-per-iter",
+             "500", "--num-envs", "1", "--device", "cpu", "--log-dir", str(tmp_path), "--no-progress",
+             "--set", "checkpoint_every=1"]
+    resume = [*cli, "--resume", str(run), "--no-progress"]  # as the README and Ctrl-C say
+    killed_at = _kill_after(start, run, rows_at_least=3)
+    _kill_after(resume, run, rows_at_least=killed_at + 3)
+    proc = subprocess.Popen(resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    deadline = time.monotonic() + 90
+    try:
+        while proc.poll() is None:
+            assert _complete_rows(run / "progress.csv") <= 12, "the resumed run trains past its budget"
+            assert time.monotonic() < deadline, "the resumed run did not end within 90 s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert steps(run) == list(range(500, 6_001, 500))  # consecutive, ending at the run's budget
+    assert [int(r["iteration"]) for r in rows(run)] == list(range(12))
+    assert (run / "policy_final.pt").is_file()
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path):

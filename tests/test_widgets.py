@@ -165,8 +165,7 @@ def test_monitor_trains_in_the_background_stops_with_a_checkpoint_and_resumes(tm
     assert load_checkpoint(run / "checkpoint.pt")["iteration"] == stopped - 1  # no row lost
     assert len(read_progress(run)) == stopped
 
-    more = dataclasses.replace(cfg, total_steps=(stopped + 2) * 200)
-    mon.train(more, resume=run)
+    mon.train(resume=run, changes={"total_steps": (stopped + 2) * 200})
     steps = read_progress(run)["step"].tolist()
     assert steps == [200 * (i + 1) for i in range(stopped + 2)]  # one CSV, nothing lost or repeated
     assert [r["step"] for r in mon.rows["cppo"]] == steps
@@ -211,3 +210,20 @@ def test_displayed_widgets_carry_their_figure_for_pages_without_a_kernel() -> No
     mon = TrainingMonitor()
     mon._ipython_display_()  # displayed with an id, so the end of a run can update the picture
     assert len(mon._handles) == 1
+
+
+def test_monitor_train_all_continues_a_stopped_run_from_its_checkpoint(tmp_path) -> None:
+    cfg = _toy(tmp_path, iters=2000)
+    mon = TrainingMonitor()
+    mon.train_all([cfg], background=True)
+    deadline = time.monotonic() + 120
+    while len(mon.rows.get("cppo", [])) < 2 and time.monotonic() < deadline:  # built in the thread
+        time.sleep(0.05)
+    mon.stop()
+    mon.wait(timeout=120)
+    stopped = len(mon.rows["cppo"])
+
+    again = TrainingMonitor()
+    again.train_all([dataclasses.replace(cfg, total_steps=(stopped + 1) * 200)])  # the cell, rerun
+    assert read_progress(tmp_path / "cppo")["step"].tolist() == [200 * (i + 1) for i in range(stopped + 1)]
+    assert len(again.rows["cppo"]) == stopped + 1  # the stopped run's rows, then the new one
