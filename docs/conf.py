@@ -54,20 +54,11 @@ nb_merge_streams = True
 nb_ipywidgets_js: dict = {}
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
 
-#: Figures that full mode writes for each chapter (committed in figures/): the results.
-CHAPTER_FIGURES = {
-    "01": ["01_dynamics_errors.png"],
-    "02": ["02_gae_bootstrap.png", "02_gae_perfect_critic.png", "02_advantage_scatter.png"],
-    "03": ["03_estep_cases.png", "03_estep_clipping.png"],
-    "04": ["04_mstep_clip.png"],
-    "05": ["05_learning_curves.png", "05_policy.gif"],
-    "06": ["06_run_browser.png"],
-}
-
-
 def chapter_note(number: str) -> str:
     """What the reader sees first on a chapter: how its outputs were made, and the real ones."""
-    figures = "\n\n".join(f"![{name}](../../figures/{name})" for name in CHAPTER_FIGURES[number])
+    # The committed figures/<number>_*.png|gif: what full mode writes for this chapter.
+    names = sorted(p.name for p in (ROOT / "figures").glob(f"{number}_*") if p.suffix in (".png", ".gif"))
+    figures = "\n\n".join(f"![{name}](../../figures/{name})" for name in names)
     return (
         ":::{note}\n"
         "**How this page was made.** Its code ran when the site was built, in *smoke mode* "
