@@ -163,3 +163,19 @@ def test_set_overrides_are_typed_and_checked():
         parse_overrides(["no_such_field=1"])
     with pytest.raises(ValueError, match="not a valid value"):
         parse_overrides(["cost_window=many"])
+
+
+def test_default_controller_never_saturates_within_twice_the_limit():
+    """With the default gains the controller can ask for pure cost descent (u = -1) only while
+    the windowed cost is above 2x the limit: below it, whatever the history, some reward is
+    kept (issue: long runs of u = -1 threw the reward away near the limit)."""
+    cfg = Config()
+    rng = np.random.default_rng(0)
+    limit = 25.0
+    for _ in range(20):
+        ctl = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min, cfg.pid_integral_init)
+        for cost in rng.uniform(0, 300, size=400):  # drive the integral anywhere it can go
+            u = ctl.update(float(cost), limit, fresh=True)
+            if cost < 2 * limit:
+                assert u > -1.0
+        assert ctl.integral >= cfg.pid_integral_min

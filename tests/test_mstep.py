@@ -216,3 +216,13 @@ def test_decoupled_likelihood_kls_split_the_change_of_mean_and_std() -> None:
     assert kl_mean.item() == pytest.approx(0.0, abs=1e-12) and kl_std.item() > 0
     want = -(old.log_prob(act).sum(-1) + wider.log_prob(act).sum(-1)).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_choose_target_picks_the_first_budget_not_yet_used() -> None:
+    from dynacppo_lite.mstep import choose_target
+
+    budgets = [0.01, 0.02, 0.03]
+    # 0.5 mean((r - 1)^2) with r - 1 = +-d: d^2 / 2
+    for d, want in ((0.0, 0), (0.1, 0), (0.15, 1), (0.2, 2), (0.3, 2)):
+        ratio = torch.tensor([1 + d, 1 - d] * 50)
+        assert choose_target(ratio, budgets) == want, d

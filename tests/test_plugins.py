@@ -71,15 +71,16 @@ def test_the_method_form_and_the_module_patch_both_work(tmp_path) -> None:
 
 
 def test_plugins_give_the_same_run_as_the_library(tmp_path) -> None:
-    """The library's own functions passed as plug-ins change nothing."""
+    """The library's own functions passed as plug-ins change nothing (for either M-step)."""
     from dynacppo_lite.gae import dual_gae
-    from dynacppo_lite.mstep import mstep_loss
+    from dynacppo_lite.mstep import linear_mstep_loss, mstep_loss
 
-    a = rows(dynacppo_lite.train(toy(tmp_path, run_name="a")))
-    b = rows(dynacppo_lite.train(toy(tmp_path, run_name="b"), estep=solve_estep,
-                                 policy_loss=mstep_loss, advantages=dual_gae))
-    keep = [k for k in a[0] if not (k.startswith("t_") or k in ("time_s", "sps"))]
-    assert [[r[k] for k in keep] for r in a] == [[r[k] for k in keep] for r in b]
+    for mstep, loss in (("linear", linear_mstep_loss), ("tracking", mstep_loss)):
+        a = rows(dynacppo_lite.train(toy(tmp_path, run_name=f"a_{mstep}", mstep=mstep)))
+        b = rows(dynacppo_lite.train(toy(tmp_path, run_name=f"b_{mstep}", mstep=mstep),
+                                     estep=solve_estep, policy_loss=loss, advantages=dual_gae))
+        keep = [k for k in a[0] if not (k.startswith("t_") or k in ("time_s", "sps"))]
+        assert [[r[k] for k in keep] for r in a] == [[r[k] for k in keep] for r in b]
 
 
 @pytest.mark.parametrize(("plugin", "fn", "message"), [
@@ -131,3 +132,13 @@ def test_patching_the_module_reaches_the_trainer(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(dynacppo_lite.train, "solve_estep", counting)
     dynacppo_lite.train(toy(tmp_path, total_steps=2_000, run_name="patched"))
     assert len(calls) == 2
+
+
+def test_multiple_targets_switch_as_the_ratio_moves(tmp_path) -> None:
+    """Section 3.4: with K targets the M-step starts on the smallest and moves on once its
+    ratio has used that budget; K = 1 always fits the one target."""
+    multi = rows(dynacppo_lite.train(toy(tmp_path, run_name="k3", estep_targets=3)))
+    used = {int(r["target_used"]) for r in multi}
+    assert used <= {1, 2, 3} and max(used) >= 2
+    single = rows(dynacppo_lite.train(toy(tmp_path, run_name="k1")))
+    assert {int(r["target_used"]) for r in single} == {1}
