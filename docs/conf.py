@@ -10,6 +10,7 @@ when the site is built or read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,8 +44,17 @@ myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]  # the README's level-3 headings under a level-1 title
 
 # --- the chapters: notebooks/*.ipynb, executed in smoke mode ------------------------------------
+def _library_hash() -> str:
+    """The package's source, hashed: jupyter-cache keys on a notebook's own code only, so one
+    cache per library version re-executes the chapters when the library changes."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "dynacppo_lite").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 nb_execution_mode = "cache"
-nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache" / _library_hash())
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True  # a chapter that fails to run fails the build
 nb_output_stderr = "remove"  # library warnings (gymnasium, torch) are not the lesson
