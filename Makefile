@@ -11,7 +11,7 @@ FIND_PY  = $(PY) -c 'import sys; print(sys.executable)' 2>/dev/null || \
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup test test-envs lint lab train figures assignments clean
+.PHONY: setup test test-envs lint lab train figures assignments site app check-site clean
 
 setup: $(STAMP)
 
@@ -80,5 +80,35 @@ figures: setup
 assignments: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dynacppo_lite assignments --course course
 
+# The website (Sphinx + myst-nb, docs/conf.py): README, DESIGN.md, the guides in docs/, the six
+# notebooks executed in smoke mode (cached in docs/_build/.jupyter_cache) and the API reference.
+# The docs extra is installed once (its own stamp), so `make test` stays as it was.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,sweep,docs]"
+	touch $(DOCS_STAMP)
+
+site: $(DOCS_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sphinx-build -b html -q docs docs/_build/html
+	@echo "site: $(CURDIR)/docs/_build/html/index.html"
+
+# Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode. Lab
+# extensions of .venv that fail outside Lab (nbgrader, jupytext, notebook) are not loaded.
+# The template app/jupyter/voila/templates/offline is Voila's lab template without its CDN links.
+# DYNACPPO_RUNS=DIR browses that log directory (default: runs/, else two toy runs).
+APP_HOST ?= 127.0.0.1
+APP_PORT ?= 8866
+app: $(DOCS_STAMP)
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" \
+		$(BIN)/voila app/explorers.ipynb --no-browser --template=offline \
+		--Voila.ip=$(APP_HOST) --port=$(APP_PORT) --show_tracebacks=True \
+		$(foreach x,@jupyter/nbgrader jupyterlab-jupytext @jupyter-notebook/lab-extension,\
+			--VoilaConfiguration.extension_denylist=$(x))
+
+# Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
+# resources, unrendered formulas, broken internal links, explorers that do not redraw.
+check-site: site
+	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider -v -s
+
 clean:
-	rm -rf $(VENV) runs course .pytest_cache
+	rm -rf $(VENV) runs course .pytest_cache docs/_build docs/chapters docs/quickstart.md

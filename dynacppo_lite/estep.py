@@ -81,10 +81,12 @@ def solve_estep(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tens
     Normal mode returns the maximiser (Theorem 3.4 cases 1-2, then clipping). When no v meets
     the cost constraint (case 3), or when ``recovery=True``, the recovery rule of section 3.2.2
     (Fig. 1) chooses v and ``mode`` is "recovery":
+
     1. if some feasible x keeps reward (A.x >= 0) and meets the cost constraint,
        minimise A_c.x subject to A.x >= 0;
     2. else maximise A.x subject to the cost constraint (the normal problem);
     3. else, infeasible (``feasible=False``): minimise A_c.x (go along -A_c).
+
     All three keep sum(x) = 0, the trust region and the bound.
     Degenerate batches (constant advantages, N = 1) give v = ones where that is feasible.
     """

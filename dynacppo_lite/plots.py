@@ -149,10 +149,10 @@ def synthetic_advantages(n: int = 256, correlation: float = 0.5, seed: int = 0, 
 @dataclass(frozen=True, eq=False)
 class EStepPlane:
     """The plane of Theorem 3.4 for one batch, in the coordinates ``estep.EStepResult.angle``
-    uses: e1 = centred A / |centred A| (angle 0) and e2 = the part of centred A_c orthogonal
+    uses: ``e1 = centred A / |centred A|`` (angle 0) and e2 = the part of centred A_c orthogonal
     to e1 (angle pi/2).
 
-    In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is |A| p, the trust
+    In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is ``|A| p``, the trust
     region is the disc p^2 + q^2 <= radius^2 (radius = sqrt(2 N kl_budget)), and the cost
     constraint is the half-plane ``alpha p + beta q <= kappa`` (kappa = N cost_margin,
     (alpha, beta) = centred A_c in the basis). ``case`` is the case of Theorem 3.4 *without*
@@ -177,7 +177,7 @@ class EStepPlane:
 
     @property
     def c_norm(self) -> float:
-        """|centred A_c| = sqrt(alpha^2 + beta^2)."""
+        """``|centred A_c|`` = sqrt(alpha^2 + beta^2)."""
         return float(np.hypot(self.alpha, self.beta))
 
 
@@ -508,15 +508,23 @@ def plot_diagnostics(runs: Mapping[str, Sequence[str | Path]], axes: Sequence[pl
     ``{label: [run_dir, ...]}`` (the mean over a group's seeds is drawn): the windowed cost
     estimate with its standard error, the controller's output (CPPO's margin fraction u, or
     PPO-Lag's multiplier lambda), the realised KL of the policy update, and the M-step's reach."""
+    frames = {label: [read_progress(d) for d in dirs] for label, dirs in runs.items()}
+    return plot_diagnostic_frames(frames, axes, cost_limit=cost_limit, target_kl=target_kl)
+
+
+def plot_diagnostic_frames(frames: Mapping[str, Sequence[pd.DataFrame]],
+                           axes: Sequence[plt.Axes] | None = None, *, cost_limit: float | None = None,
+                           target_kl: float | None = None) -> Sequence[plt.Axes]:
+    """:func:`plot_diagnostics` from ``progress.csv`` rows already in memory (a run still
+    training: ``widgets.TrainingMonitor`` redraws these panels every iteration)."""
     if axes is None:
         _, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(18, 3.6))
     ax_est, ax_ctl, ax_kl, ax_reach = axes
-    for label, dirs in runs.items():
-        dfs = [read_progress(d) for d in dirs]
+    for label, dfs in frames.items():
         n = min(len(d) for d in dfs)
         steps = dfs[0]["step"].to_numpy()[:n]
 
-        def mean(key: str, frames: list = dfs, n: int = n) -> np.ndarray:
+        def mean(key: str, frames: Sequence[pd.DataFrame] = dfs, n: int = n) -> np.ndarray:
             # A column a run does not log (or an older run lacks) counts as NaN.
             return np.mean([pd.to_numeric(d[key], errors="coerce").to_numpy(float)[:n]
                             if key in d else np.full(n, np.nan) for d in frames], axis=0)

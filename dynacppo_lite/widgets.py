@@ -8,21 +8,34 @@ Three explorers, each an object whose logic runs without a browser, so tests can
   with and without the clip, and a batch of ratios fitted to targets with both.
 * :class:`RunBrowser`: a log directory -> pick runs, smoothing, cost-limit line -> curves.
 
+And one live view, :class:`TrainingMonitor`: it trains (``cppo``, ``ppo-lag``, ``dyna-cppo``,
+any task) and redraws return, cost, the cost estimate, the controller, the KL and the M-step's
+reach every iteration, with a stop button that ends the run with a checkpoint.
+
 Every explorer has ``controls`` (a dict of widgets), ``update()`` (recompute, store the
 numbers in ``result`` and redraw ``figure``), ``widget`` (the layout to display) and
 ``image`` (an ``ipywidgets.Image`` holding the PNG of ``figure``). Changing any control's
 ``value`` calls ``update()``, in a notebook or in a test alike. Figures are plain
 ``matplotlib.figure.Figure`` objects (not pyplot's), so explorers never leak pyplot windows.
+
+Displayed, each of them also carries the PNG of its figure next to the widget: a page without
+a kernel (the website, a notebook viewer) shows that picture instead of a dead widget.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from dynacppo_lite.config import Config
@@ -30,6 +43,7 @@ from dynacppo_lite.estep import EStepResult, solve_estep
 from dynacppo_lite.plots import (
     EStepPlane,
     estep_plane,
+    plot_diagnostic_frames,
     plot_estep_plane,
     plot_mstep_tracking,
     plot_runs,
@@ -39,8 +53,10 @@ from dynacppo_lite.plots import (
     synthetic_advantages,
 )
 from dynacppo_lite.runlog import final_score, read_progress
+from dynacppo_lite.train import Trainer
 
-__all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "find_runs"]
+__all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "StopTraining", "TrainingMonitor",
+           "demo_runs", "find_runs"]
 
 #: A lower clip of 0 never binds (every ratio is positive): the unclipped tracking loss.
 NO_CLIP = 0.0
@@ -51,6 +67,19 @@ SLIDER_WIDTH = "360px"
 CONTROLS_WIDTH = "380px"
 #: Below this width the figure wraps under the controls.
 FIGURE_MIN_WIDTH = "420px"
+
+
+def _png(figure: Figure) -> bytes:
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def _bundle(widget: widgets.Widget, png: bytes) -> dict[str, Any]:
+    """The widget's display data plus the PNG of its figure: Lab and Voila render the widget,
+    a page without a kernel (the website built by ``make site``) falls back to the picture
+    (base64, as notebooks store images)."""
+    return {**widget._repr_mimebundle_(), "image/png": base64.b64encode(bytes(png)).decode("ascii")}
 
 
 def _slider() -> dict[str, Any]:
@@ -98,9 +127,7 @@ class _Explorer:
         self.figure.clear()
         self.compute()
         self.draw()
-        buf = io.BytesIO()
-        self.figure.savefig(buf, format="png", dpi=80)
-        self.image.value = buf.getvalue()
+        self.image.value = _png(self.figure)
         self.updates += 1
 
     def compute(self) -> None:  # pragma: no cover - abstract
@@ -130,7 +157,7 @@ class _Explorer:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self.widget)
+        display(_bundle(self.widget, self.image.value), raw=True)
 
 
 class EStepExplorer(_Explorer):
@@ -375,3 +402,261 @@ class RunBrowser(_Explorer):
                   cost_limit=res["limit_arg"], labels=res["names"], axes=list(axes))
         self.summary.value = "final (last 10% of steps): " + " | ".join(
             f"{name}: return {r:.2f}, cost {c:.2f}" for name, (r, c) in res["final"].items())
+
+
+def demo_runs(log_dir: str | Path, *, seed: int = 0, algos: tuple[str, ...] = ("cppo", "ppo-lag"),
+              steps: int = 5_000) -> Path:
+    """Short runs on the toy task (a few seconds each) for a run browser that has nothing to
+    show yet: notebook 6 in smoke mode and the web app (``make app``) on a fresh clone. They are
+    scratch: ``log_dir/<algo>`` is trained anew each time."""
+    import shutil
+
+    from dynacppo_lite.train import train
+
+    log_dir = Path(log_dir)
+    for algo in algos:
+        shutil.rmtree(log_dir / algo, ignore_errors=True)
+        print(f"training a short {algo} run on the toy task for the browser ({steps} steps, a few "
+              "seconds)...", flush=True)
+        train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=steps, steps_per_iter=500,
+                     num_envs=1, pi_lr=3e-3, seed=seed, log_dir=str(log_dir), run_name=algo,
+                     device="cpu"))
+    return log_dir
+
+
+class StopTraining(KeyboardInterrupt):
+    """Raised in the training callback once the monitor's stop button was pressed.
+
+    A ``KeyboardInterrupt`` on purpose: ``Trainer.run`` already turns Ctrl-C into "checkpoint
+    the last finished iteration, then re-raise", so a stop is a Ctrl-C that only this run sees,
+    and the trainer needs no second way to stop."""
+
+
+#: The monitor's panels after return and cost: ``plots.DIAGNOSTIC_PANELS`` (cost estimate,
+#: controller, KL, reach), so a live run and a finished benchmark read the same way.
+MONITOR_GRID = (2, 3)
+
+
+class TrainingMonitor:
+    """Train inside a notebook and watch it learn.
+
+    ``monitor.train(cfg)`` trains ``cfg`` (any algorithm, any task) and, after every iteration,
+    redraws six panels from the iteration's ``progress.csv`` row: episode return; episode cost
+    with the limit; the windowed cost estimate with its standard-error band; the controller's
+    output (CPPO's u, PPO-Lag's lambda); the realised KL with the early stop; the M-step's reach.
+    Each ``train`` call adds a curve, so a second run (another algorithm, a resumed run, a
+    finished run added with :meth:`add`) is laid over the first.
+
+    ``background=True`` trains in a thread and returns at once: the kernel stays free to run
+    other cells and to receive the **stop** button's click, which ends the run after the
+    current iteration with a checkpoint (:class:`StopTraining`). ``monitor.train(resume=run_dir)``
+    continues that run's CSV, its earlier rows drawn first. ``background=False``
+    (notebook 5's smoke mode, nbval, the website's execution) blocks until the run ends, so the
+    cell's output is complete when the cell is.
+
+    State for tests and code: ``rows`` ({label: [row dicts]}), ``run_dirs``, ``redraws``,
+    ``stopped`` (the last run ended by :meth:`stop`), ``error`` (what ended a background run).
+    """
+
+    figsize = (13.0, 6.4)
+
+    def __init__(self, *, redraw_every_s: float = 0.25) -> None:
+        self.redraw_every_s = redraw_every_s
+        """Redraw at most this often (a PNG of six panels costs ~0.1 s, more than a toy-task
+        iteration); the last row of a run is always drawn."""
+        self.figure = Figure(figsize=self.figsize, layout="constrained")
+        self.image = widgets.Image(format="png")
+        self.status = widgets.HTML()
+        self.stop_button = widgets.Button(description="stop", icon="stop", button_style="danger",
+                                          disabled=True, tooltip="end the run with a checkpoint")
+        self.stop_button.on_click(lambda _: self.stop())
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.run_dirs: dict[str, Path] = {}
+        self.limits: dict[str, float] = {}
+        self.target_kl: float | None = None
+        self.redraws = 0
+        self.stopped = False
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the training thread and the kernel both redraw
+        self._last_draw = 0.0
+        self._handles: list[Any] = []
+        self.widget = widgets.VBox([widgets.HBox([self.stop_button, self.status]), self.image])
+        """The stop button and the status line above the figure."""
+        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * 80)}px",
+                                           height="auto")
+        self.draw()
+
+    @property
+    def running(self) -> bool:
+        """A background run is training."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def add(self, run_dir: str | Path, label: str | None = None) -> None:
+        """Lay a run that is on disk (finished or not) over the others."""
+        run_dir = Path(run_dir)
+        label = label or run_dir.name
+        self.rows[label] = read_progress(run_dir).to_dict("records")
+        self.run_dirs[label] = run_dir
+        self.limits[label] = run_cost_limit(run_dir)
+        self.draw()
+
+    def train(self, config: Config | None = None, *, resume: str | Path | None = None,
+              changes: Mapping[str, Any] | None = None, label: str | None = None,
+              background: bool = False, **plugins: Callable[..., Any]) -> Path:
+        """Train ``config``, or continue the run in ``resume`` (on its own settings, ``changes``
+        as for ``train``: e.g. ``{"total_steps": ...}``); returns the run directory.
+
+        ``plugins`` as for ``train`` (``estep=``, ``policy_loss=``, ``advantages=``). The trainer
+        is built here, so a wrong config fails in the calling cell, not in the thread."""
+        self._check_idle()
+        trainer = Trainer(config, resume=resume, changes=changes, **plugins)
+        self._launch([lambda: (trainer, resume is not None)], [label or trainer.run_dir.name], background)
+        return trainer.run_dir
+
+    def train_all(self, configs: Sequence[Config], *, background: bool = False) -> dict[str, Path]:
+        """Train ``configs`` one after another, each labelled by its ``algo``: {algo: run dir}.
+
+        Every config needs a ``run_name`` (its run directory is known before it trains). A
+        finished run (``policy_final.pt`` for the same ``total_steps``) is drawn from disk and an
+        interrupted one continues from its checkpoint, so running the cell again picks up where
+        a stop left off. A stop ends the current run and skips the ones after it."""
+        self._check_idle()
+        runs, jobs, labels = {}, [], []
+        for cfg in configs:
+            if cfg.run_name is None:
+                raise ValueError(f"train_all needs a run_name for each config ({cfg.algo} has none)")
+            run_dir = runs[cfg.algo] = Path(cfg.log_dir) / cfg.run_name
+            if (run_dir / "policy_final.pt").is_file() and json.loads(
+                    (run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
+                self.add(run_dir, label=cfg.algo)
+                continue
+            if (run_dir / "checkpoint.pt").is_file():  # its own settings; the budget and device from cfg
+                changes = {"total_steps": cfg.total_steps, "device": cfg.device}
+                jobs.append(lambda d=run_dir, c=changes: (Trainer(resume=d, changes=c), True))
+            else:
+                jobs.append(lambda cfg=cfg: (Trainer(cfg), False))
+            labels.append(cfg.algo)
+        if jobs:
+            self._launch(jobs, labels, background)
+        return runs
+
+    def _check_idle(self) -> None:
+        if self.running:
+            raise RuntimeError("a run is still training: press stop or call wait() first")
+
+    def _launch(self, jobs: list[Callable[[], tuple[Trainer, bool]]], labels: list[str],
+                background: bool) -> None:
+        """Run the jobs (each builds a trainer and says whether it resumes) in turn, in a
+        thread or here."""
+        self.stopped, self.error = False, None
+        self._stop.clear()
+        self.stop_button.disabled = False
+        if background:
+            self._thread = threading.Thread(target=self._run, args=(jobs, labels), daemon=True,
+                                            name=f"TrainingMonitor {', '.join(labels)}")
+            self._thread.start()
+        else:
+            self._run(jobs, labels)
+            if self.error is not None:
+                raise self.error
+
+    def _run(self, jobs: list[Callable[[], tuple[Trainer, bool]]], labels: list[str]) -> None:
+        end = "finished"
+        for job, label in zip(jobs, labels, strict=True):
+            try:
+                trainer, resumed = job()
+                self._register(trainer, label, resumed)
+                trainer.run(callback=lambda row, label=label: self._on_row(label, row))
+            except StopTraining:
+                self.stopped = True
+                end = (f"stopped; checkpoint saved: continue with "
+                       f"<code>monitor.train(resume=\"{trainer.run_dir}\")</code>")
+            except BaseException as exc:  # a background run has no one else to report to
+                self.error = exc
+                end = f"failed: {type(exc).__name__}: {exc}"
+            if self.stopped or self.error is not None:
+                break
+        self.stop_button.disabled = True
+        self.draw()
+        self.status.value = f"<b>{label}</b>: {end}"
+        for handle in self._handles:  # a page without a kernel keeps the final picture
+            handle.update(_bundle(self.widget, self.image.value), raw=True)
+
+    def _register(self, trainer: Trainer, label: str, resumed: bool) -> None:
+        # A resumed trainer has cut its CSV back to its checkpoint: those rows are the run so far.
+        self.rows[label] = read_progress(trainer.run_dir).to_dict("records") if resumed else []
+        self.run_dirs[label] = trainer.run_dir
+        self.limits[label] = trainer.cost_limit
+        self.target_kl = trainer.cfg.target_kl
+        self.status.value = f"<b>{label}</b>: training {trainer.cfg.algo} on {trainer.cfg.env_id}..."
+
+    def _on_row(self, label: str, row: dict[str, Any]) -> None:
+        """The trainer's callback: keep the row, redraw, honour a pressed stop button."""
+        self.rows[label].append(row)
+        if time.monotonic() - self._last_draw >= self.redraw_every_s:
+            self.draw()
+        if self._stop.is_set():
+            raise StopTraining
+
+    def stop(self) -> None:
+        """End the running run after its current iteration, with a checkpoint."""
+        if self.running or not self.stop_button.disabled:
+            self._stop.set()
+            self.status.value += " stopping after this iteration..."
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background run ends; raise what ended it if it failed.
+
+        A cell that blocks here keeps the stop button's click from reaching the kernel, so the
+        kernel's interrupt (Ctrl-C, the stop square in Lab) stops the run cleanly instead, then
+        interrupts the cell as usual."""
+        if self._thread is None:
+            return
+        try:
+            self._thread.join(timeout)
+        except KeyboardInterrupt:
+            self._stop.set()
+            self._thread.join()
+            raise
+        if self.error is not None:
+            raise self.error
+
+    def draw(self) -> None:
+        """Redraw every panel from the rows so far and refresh the image."""
+        with self._lock:
+            self._last_draw = time.monotonic()
+            self.figure.clear()
+            axes = self.figure.subplots(*MONITOR_GRID).ravel()
+            ax_ret, ax_cost = axes[:2]
+            frames = {label: [pd.DataFrame(rows)] for label, rows in self.rows.items() if rows}
+            for label, (df,) in frames.items():
+                ax_ret.plot(df["step"], df["ep_return"], label=label)
+                ax_cost.plot(df["step"], df["ep_cost"], label=label)
+            limits = sorted({self.limits[label] for label in frames})
+            for d in limits:
+                ax_cost.axhline(d, color="k", ls="--", lw=1, label=f"cost limit {d:g}")
+            ax_ret.set(title="episode return", xlabel="environment steps", ylabel="return")
+            ax_cost.set(title="episode cost", xlabel="environment steps", ylabel="cost")
+            for ax in (ax_ret, ax_cost):
+                ax.grid(alpha=0.3)
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=7)
+            plot_diagnostic_frames(frames, list(axes[2:]),
+                                   cost_limit=limits[0] if len(limits) == 1 else None,
+                                   target_kl=self.target_kl)
+            self.image.value = _png(self.figure)
+            self.redraws += 1
+            last = [(label, rows[-1]) for label, rows in self.rows.items() if rows]
+            if last and not self.stop_button.disabled:
+                label, row = last[-1]
+                self.status.value = (f"<b>{label}</b>: step {int(row['step'])}, return "
+                                     f"{row['ep_return']:.2f}, cost {row['ep_cost']:.2f}, "
+                                     f"mode {row['mode']}")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        self._handles.append(display(_bundle(self.widget, self.image.value), raw=True,
+                                     display_id=True))

@@ -77,7 +77,6 @@ RENDER_ENV = "SafetyPointGoal1-v0"  # what the GIF shows (the toy task has no re
 GIF_STEPS = 8 if SMOKE else 400  # smoke: a few frames of an untrained policy, to test the pipeline
 
 # %%
-import json
 import shutil
 import tempfile
 import time
@@ -91,7 +90,8 @@ from dynacppo_lite.exercises import check_run_summary
 from dynacppo_lite.figures import figure_path, project_root, render_policy_gif, training_configs
 from dynacppo_lite.plots import plot_diagnostics, plot_learning_curves, plot_runs, run_cost_limit
 from dynacppo_lite.runlog import read_progress
-from dynacppo_lite.train import resolve_device, train
+from dynacppo_lite.train import resolve_device
+from dynacppo_lite.widgets import TrainingMonitor
 
 scratch = Path(tempfile.gettempdir()) / "dynacppo_lite_nb05"  # smoke runs: rewritten each time
 shutil.rmtree(scratch, ignore_errors=True)
@@ -114,34 +114,35 @@ fields = ["algo", "env_id", "total_steps", "steps_per_iter", "num_envs", "seed",
 display(pd.DataFrame([{f: getattr(c, f) for f in fields} for c in configs]).set_index("algo").T)
 
 # %% [markdown]
-# ## 5.2 Train
+# ## 5.2 Train, and watch it learn
 #
-# `train(cfg)` returns the run directory: `progress.csv` (one row per iteration), `log.txt`,
+# `widgets.TrainingMonitor` trains the three configurations one after another and redraws,
+# after every iteration, what the rest of this notebook reads at the end: return and cost with
+# the limit, the cost estimate with its band, the controller's output (CPPO's $u$, PPO-Lag's
+# $\lambda$), the realised KL and the M-step's reach. Each run is laid over the ones before it.
+#
+# In full mode it trains in a background thread: the cell returns at once, the kernel stays
+# free, and the **stop** button ends the current run after its iteration with a checkpoint.
+# Running the cell again reuses finished runs and continues a stopped one from its checkpoint
+# (the same `progress.csv`, nothing lost or repeated). The cells below wait for the runs
+# (`monitor.wait()`; while a cell waits, interrupting the kernel is the stop button). In smoke
+# mode the cell itself trains, so its picture is complete when it ends (about 15 s).
+#
+# Every run writes a run directory: `progress.csv` (one row per iteration), `log.txt`,
 # `config.json`, `checkpoint.pt` (every `checkpoint_every` iterations, written atomically) and
-# `policy_final.pt`. A finished run is reused; an interrupted one continues from its checkpoint
-# with `train(resume=run_dir)`, on the run's own settings (`changes={"total_steps": ...}` asks for
-# another budget).
+# `policy_final.pt`. Without the monitor, `train(cfg)` trains a config and returns that directory,
+# and `train(resume=run_dir)` continues an interrupted run on its own settings
+# (`changes={"total_steps": ...}` asks for another budget).
 
 # %%
-runs = {}
-for cfg in configs:
-    run_dir = Path(cfg.log_dir) / cfg.run_name
-    t0 = time.perf_counter()
-    done = (run_dir / "policy_final.pt").is_file()
-    if done and json.loads((run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
-        print(f"{cfg.algo:>9}: reusing {run_dir}")
-    else:
-        resume = run_dir if (run_dir / "checkpoint.pt").is_file() else None
-        expect = "about 15 s" if SMOKE else "tens of minutes to hours; interrupt and rerun to resume"
-        print(f"{cfg.algo:>9}: training {cfg.total_steps} steps on {cfg.env_id} ({expect})...",
-              flush=True)
-        if resume:  # the run's own settings; only the budget and the device come from cfg
-            run_dir = train(resume=resume, changes={"total_steps": cfg.total_steps, "device": cfg.device},
-                            progress=not SMOKE)
-        else:
-            run_dir = train(cfg, progress=not SMOKE)
-        print(f"{cfg.algo:>9}: {cfg.total_steps} steps in {time.perf_counter() - t0:.1f} s")
-    runs[cfg.algo] = run_dir
+monitor = TrainingMonitor()
+display(monitor)
+runs = monitor.train_all(configs, background=not SMOKE)
+
+# %%
+monitor.wait()  # full mode: until the three runs end (interrupt the kernel to stop them cleanly)
+for algo, run in runs.items():
+    print(f"{algo:>9}: {len(read_progress(run))} iterations in {run}")
 
 # %% [markdown]
 # ## 5.3 Learning curves against the cost limit

@@ -43,7 +43,6 @@ SEED = 0
 RUNS_DIR = None  # a log directory to browse; None: notebook 5's runs, or two short toy runs
 
 # %%
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,12 +50,10 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from dynacppo_lite.config import Config
 from dynacppo_lite.exercises import check_smoothing
 from dynacppo_lite.figures import figure_path, project_root
 from dynacppo_lite.plots import smooth
-from dynacppo_lite.train import train
-from dynacppo_lite.widgets import EStepExplorer, MStepExplorer, RunBrowser, find_runs
+from dynacppo_lite.widgets import EStepExplorer, MStepExplorer, RunBrowser, demo_runs, find_runs
 
 torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
 
@@ -75,7 +72,7 @@ torch.set_num_threads(1)  # small networks run fastest on one thread (Config.tor
 
 # %%
 estep = EStepExplorer(seed=SEED)
-display(estep.widget)
+display(estep)
 
 # %% [markdown]
 # The same from code: every control is in `estep.controls`; `estep.set(...)` changes several at
@@ -101,7 +98,7 @@ estep.set(cost_margin=0.0)
 
 # %%
 mstep = MStepExplorer(seed=SEED, steps=60 if SMOKE else 150)
-display(mstep.widget)
+display(mstep)
 
 # %%
 for b in (0.2, 0.6, 0.9):
@@ -127,18 +124,10 @@ if RUNS_DIR is not None:
 elif not SMOKE and find_runs(project_root() / "runs" / "notebook05"):
     runs_dir = project_root() / "runs" / "notebook05"
 else:
-    scratch = Path(tempfile.gettempdir()) / "dynacppo_lite_nb06"  # smoke runs: rewritten each time
-    shutil.rmtree(scratch, ignore_errors=True)
-    runs_dir = scratch
-    for algo in ("cppo", "ppo-lag"):
-        print(f"training a short {algo} run on the toy task for the browser (5000 steps, a few "
-              "seconds)...", flush=True)
-        train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=5_000, steps_per_iter=500,
-                     num_envs=1, pi_lr=3e-3, seed=SEED, log_dir=str(runs_dir), run_name=algo,
-                     device="cpu"))
+    runs_dir = demo_runs(Path(tempfile.gettempdir()) / "dynacppo_lite_nb06", seed=SEED)  # rewritten each time
 print(f"browsing {runs_dir}")
 browser = RunBrowser(runs_dir, smoothing=3)
-display(browser.widget)
+display(browser)
 
 # %%
 browser.set(smoothing=1, limit="custom", cost_limit=8.0, extra="kl")

@@ -1,9 +1,10 @@
 """Every file the documentation points to is in the repository.
 
-README.md and DESIGN.md: file names in backticks and the targets of markdown links; package
-docstrings: every ``*.md`` they name and every path (with a ``/``) to a ``.md``, ``.py``,
-``.png`` or ``.ipynb`` file. Skipped: URLs, commands (anything with a space), glob patterns, and
-names after a command-line option (``--out/env.md`` is a file a benchmark writes).
+README.md, DESIGN.md and the site's pages (docs/*.md): file names in backticks and the targets
+of markdown links (relative to the page or the root); package docstrings: every ``*.md`` they
+name and every path (with a ``/``) to a ``.md``, ``.py``, ``.png`` or ``.ipynb`` file. Skipped:
+URLs, commands (anything with a space), glob patterns, and names after a command-line option
+(``--out/env.md`` is a file a benchmark writes).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ PACKAGE_DIR = ROOT / "dynacppo_lite"
 FILE_SUFFIXES = (".md", ".py", ".png", ".gif", ".ipynb", ".yml", ".toml")
 
 
-def _exists(name: str) -> bool:
-    """Relative to the repository root, or to the package (``envs/fast.py``, ``gae.py``)."""
+def _exists(name: str, base: Path = ROOT) -> bool:
+    """Relative to the document (``base``), the repository root, or the package (``envs/fast.py``,
+    ``gae.py``)."""
     name = name.split("#")[0]
-    return (ROOT / name).exists() or (PACKAGE_DIR / name).exists()
+    return any((d / name).exists() for d in (base, ROOT, PACKAGE_DIR))
 
 
 def _is_path(token: str) -> bool:
@@ -44,9 +46,14 @@ def docstring_mentions(code: str) -> set[str]:
     return {t for t in tokens if _is_path(t) and (t.endswith(".md") or "/" in t)}
 
 
-@pytest.mark.parametrize("doc", ["README.md", "DESIGN.md"])
+DOCS = ["README.md", "DESIGN.md",
+        *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS)
 def test_markdown_mentions_exist(doc: str) -> None:
-    missing = sorted(t for t in markdown_mentions((ROOT / doc).read_text()) if not _exists(t))
+    path = ROOT / doc
+    missing = sorted(t for t in markdown_mentions(path.read_text()) if not _exists(t, path.parent))
     assert not missing, f"{doc} mentions files that are not in the repository: {missing}"
 
 
@@ -68,3 +75,13 @@ def test_the_mention_finder_sees_paths_and_skips_the_rest() -> None:
     assert markdown_mentions(text) == {"figures/a.png", "DESIGN.md", "gae.py", "figures/b.png"}
     code = '"""Read ``architecture.md`` and tests/test_x.py; writes ``--out/env.md``; gae.py."""\n'
     assert docstring_mentions(code) == {"architecture.md", "tests/test_x.py"}
+
+
+def test_the_readme_stays_a_front_page() -> None:
+    """What a newcomer reads in two minutes; the long sections live on the site's pages."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.split()) < 900
+    for page in ("install", "library", "course", "performance", "results"):
+        assert f"](docs/{page}.md)" in readme
+    results = (ROOT / "docs" / "results.md").read_text()
+    assert "](../figures/benchmarks/learning_SafetyPointGoal1-v0.png)" in results

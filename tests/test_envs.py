@@ -258,20 +258,21 @@ def test_seed_everything_repeats_random_streams():
 
 
 # ------------------------------------------------------------------ custom tasks
-def _readme_block(title: str) -> str:
+def _library_block(title: str) -> str:
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split(f"### {title}")[1]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "library.md").read_text()
+    section = readme.split(f"## {title}")[1]
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
-def test_the_readme_custom_task_trains_and_evaluates(tmp_path, monkeypatch, capsys) -> None:
+def test_the_library_page_custom_task_trains_and_evaluates(tmp_path, monkeypatch, capsys) -> None:
     import json
 
     monkeypatch.chdir(tmp_path)
-    exec(compile(_readme_block("Your own constrained task"), "README.md", "exec"), {"__name__": "readme"})
+    code = _library_block("Your own constrained task")
+    exec(compile(code, "docs/library.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     assert "| mean |" in out
     assert json.loads((tmp_path / "runs" / "lava" / "config.json").read_text())["cost_limit"] == 2.0

@@ -1,8 +1,11 @@
-"""The explorers of notebook 6, driven from code: set a widget's value, check what was recomputed."""
+"""The explorers of notebook 6, driven from code: set a widget's value, check what was recomputed;
+and the live training view of notebook 5, driven headless through its callback path."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,7 +14,8 @@ import pytest
 from dynacppo_lite.config import Config
 from dynacppo_lite.estep import solve_estep
 from dynacppo_lite.plots import smooth, synthetic_advantages
-from dynacppo_lite.widgets import EStepExplorer, MStepExplorer, RunBrowser, find_runs
+from dynacppo_lite.runlog import load_checkpoint, read_progress
+from dynacppo_lite.widgets import EStepExplorer, MStepExplorer, RunBrowser, TrainingMonitor, find_runs
 
 PNG = b"\x89PNG"
 
@@ -112,3 +116,114 @@ def test_run_browser_lists_selects_smooths_and_draws_limits(tmp_path) -> None:
 
     br.controls["log_dir"].value = str(tmp_path / "empty")  # a new folder: rescanned
     assert br.result["runs"] == [] and br.summary.value == "no runs selected"
+
+
+def _toy(tmp_path, algo: str = "cppo", iters: int = 4, name: str | None = None) -> Config:
+    return Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=iters * 200, steps_per_iter=200,
+                  num_envs=1, pi_lr=3e-3, device="cpu", checkpoint_every=100, log_dir=str(tmp_path),
+                  run_name=name or algo)
+
+
+def test_monitor_draws_every_row_and_lays_a_second_run_over_the_first(tmp_path) -> None:
+    mon = TrainingMonitor(redraw_every_s=0.0)  # every iteration redraws
+    first = mon.image.value
+    run = mon.train(_toy(tmp_path, "cppo"))
+    assert mon.redraws == 1 + 4 + 1  # the empty figure, one per iteration, the final one
+    assert mon.image.value != first and bytes(mon.image.value).startswith(PNG)
+    csv = read_progress(run)
+    assert [r["step"] for r in mon.rows["cppo"]] == csv["step"].tolist()
+    assert "finished" in mon.status.value and mon.stop_button.disabled and not mon.stopped
+
+    mon.train(_toy(tmp_path, "ppo-lag"))
+    assert list(mon.rows) == ["cppo", "ppo-lag"]
+    ax_ret, ax_cost, ax_est, ax_ctl, ax_kl, ax_reach = mon.figure.axes
+    assert [line.get_label() for line in ax_ret.lines] == ["cppo", "ppo-lag"]
+    assert "cost limit 10" in [line.get_label() for line in ax_cost.lines]
+    assert {line.get_label() for line in ax_ctl.lines} == {"cppo: u", "ppo-lag: lambda"}
+    assert "KL early stop 0.02" in [line.get_label() for line in ax_kl.lines]
+    assert len(ax_est.collections) == 2  # the standard-error band of each run
+    assert [line.get_label() for line in ax_reach.lines] == ["cppo"]  # PPO-Lag has no M-step reach
+
+    mon.add(run, label="cppo again")
+    assert len(mon.rows["cppo again"]) == 4 and len(mon.figure.axes[0].lines) == 3
+
+
+def test_monitor_trains_in_the_background_stops_with_a_checkpoint_and_resumes(tmp_path) -> None:
+    mon = TrainingMonitor()
+    cfg = _toy(tmp_path, iters=2000)  # minutes if never stopped
+    run = mon.train(cfg, background=True)
+    assert mon.running  # the call returned while the run trains: the kernel is free
+    deadline = time.monotonic() + 120
+    while len(mon.rows["cppo"]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    mon.stop_button.click()  # what a click in the browser runs
+    mon.wait(timeout=120)
+    assert not mon.running and mon.stopped and mon.error is None
+    assert "checkpoint saved" in mon.status.value
+    stopped = len(mon.rows["cppo"])
+    assert 3 <= stopped < 2000
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] == stopped - 1  # no row lost
+    assert len(read_progress(run)) == stopped
+
+    mon.train(resume=run, changes={"total_steps": (stopped + 2) * 200})
+    steps = read_progress(run)["step"].tolist()
+    assert steps == [200 * (i + 1) for i in range(stopped + 2)]  # one CSV, nothing lost or repeated
+    assert [r["step"] for r in mon.rows["cppo"]] == steps
+
+
+def test_monitor_reports_a_failed_background_run(tmp_path) -> None:
+    def broken_estep(adv_r, adv_c, **kw):
+        raise ValueError("student bug")
+
+    mon = TrainingMonitor()
+    mon.train(_toy(tmp_path), estep=broken_estep, background=True)
+    with pytest.raises(ValueError, match="student bug"):
+        mon.wait(timeout=120)
+    assert "failed" in mon.status.value and mon.stop_button.disabled
+
+
+def test_monitor_train_all_trains_in_turn_then_reuses_finished_runs(tmp_path) -> None:
+    configs = [_toy(tmp_path, "cppo", iters=3), _toy(tmp_path, "ppo-lag", iters=3)]
+    mon = TrainingMonitor()
+    runs = mon.train_all(configs)
+    assert runs == {"cppo": tmp_path / "cppo", "ppo-lag": tmp_path / "ppo-lag"}
+    assert [len(mon.rows[algo]) for algo in runs] == [3, 3]
+    mtime = (tmp_path / "cppo" / "progress.csv").stat().st_mtime_ns
+
+    again = TrainingMonitor()
+    assert again.train_all(configs) == runs and not again.running
+    assert [len(again.rows[algo]) for algo in runs] == [3, 3]  # drawn from disk, not retrained
+    assert (tmp_path / "cppo" / "progress.csv").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="run_name"):
+        again.train_all([dataclasses.replace(configs[0], run_name=None)])
+
+
+def test_displayed_widgets_carry_their_figure_for_pages_without_a_kernel() -> None:
+    import base64
+
+    from dynacppo_lite.widgets import _bundle
+
+    ex = MStepExplorer(steps=10, n=32)
+    bundle = _bundle(ex.widget, ex.image.value)
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # Lab and Voila: the live widget
+    assert base64.b64decode(bundle["image/png"]) == bytes(ex.image.value)  # JSON-safe, as nbformat wants
+    mon = TrainingMonitor()
+    mon._ipython_display_()  # displayed with an id, so the end of a run can update the picture
+    assert len(mon._handles) == 1
+
+
+def test_monitor_train_all_continues_a_stopped_run_from_its_checkpoint(tmp_path) -> None:
+    cfg = _toy(tmp_path, iters=2000)
+    mon = TrainingMonitor()
+    mon.train_all([cfg], background=True)
+    deadline = time.monotonic() + 120
+    while len(mon.rows.get("cppo", [])) < 2 and time.monotonic() < deadline:  # built in the thread
+        time.sleep(0.05)
+    mon.stop()
+    mon.wait(timeout=120)
+    stopped = len(mon.rows["cppo"])
+
+    again = TrainingMonitor()
+    again.train_all([dataclasses.replace(cfg, total_steps=(stopped + 1) * 200)])  # the cell, rerun
+    assert read_progress(tmp_path / "cppo")["step"].tolist() == [200 * (i + 1) for i in range(stopped + 1)]
+    assert len(again.rows["cppo"]) == stopped + 1  # the stopped run's rows, then the new one
