@@ -29,7 +29,7 @@ def test_sweep_grid_failures_skip_and_resume(tmp_path):
     cut = runs / f"{TOY_ENV_ID}_cppo_s1"
     shutil.rmtree(cut)
     assert cli_main(["train", "--algo", "cppo", "--env", TOY_ENV_ID, "--total-steps", "1000",
-                     "--steps-per-iter", "1000", "--seed", "1", "--log-dir", str(runs),
+                     "--steps-per-iter", "1000", "--seed", "1", "--num-envs", "1", "--log-dir", str(runs),
                      "--run-name", cut.name, "--no-progress"]) == 0
     (cut / "policy_final.pt").unlink()
     assert cli_main(["sweep", *common, "--algos", "cppo", "ppo-lag"]) == 0
