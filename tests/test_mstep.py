@@ -20,6 +20,16 @@ def batch(seed: int = 0, size: int = 400) -> tuple[torch.Tensor, torch.Tensor, t
     return (logp_old + log_ratio).requires_grad_(), logp_old, v
 
 
+def unclipped_batch(seed: int) -> tuple[torch.Tensor, ...]:
+    """logp_old = 0, logp_new near 0 (requires grad, no ratio near a clip), v ~ 1 + 0.3 N, A_c ~ N:
+    300 samples each."""
+    gen = torch.Generator().manual_seed(seed)
+    logp_new = (0.1 * torch.randn(300, generator=gen, dtype=torch.float64)).requires_grad_()
+    v = 1.0 + 0.3 * torch.randn(300, generator=gen, dtype=torch.float64)
+    adv_c = torch.randn(300, generator=gen, dtype=torch.float64)
+    return torch.zeros(300, dtype=torch.float64), logp_new, v, adv_c
+
+
 def grad_of(loss_fn, logp_new: torch.Tensor) -> torch.Tensor:
     (grad,) = torch.autograd.grad(loss_fn(logp_new), logp_new)
     return grad
@@ -66,11 +76,7 @@ def test_recovery_at_beta_one_is_the_plain_loss() -> None:
 def test_recovery_direction_mixes_in_the_projection_on_adv_c(beta: float) -> None:
     """Without clipping (r >= b everywhere) d loss / d logp_i = -D_i r_i / B; recover D and
     check D = beta (v - r) + (1 - beta) P (v - r), P the projection on the line of A_c."""
-    logp_old = torch.zeros(300, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(3)
-    logp_new = (0.1 * torch.randn(300, generator=gen, dtype=torch.float64)).requires_grad_()
-    v = 1.0 + 0.3 * torch.randn(300, generator=gen, dtype=torch.float64)
-    adv_c = torch.randn(300, generator=gen, dtype=torch.float64)
+    logp_old, logp_new, v, adv_c = unclipped_batch(3)
     grad = grad_of(lambda lp: recovery_mstep_loss(lp, logp_old, v, adv_c, lower_clip=0.4,
                                                   beta=beta), logp_new)
     r = logp_new.detach().exp()
@@ -156,11 +162,7 @@ def test_linear_surrogate_is_ppo_on_v_minus_one() -> None:
 def test_linear_recovery_mixes_v_minus_one_with_its_projection_on_adv_c() -> None:
     from dynacppo_lite.mstep import linear_mstep_loss, linear_recovery_mstep_loss
 
-    logp_old = torch.zeros(300, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(7)
-    logp_new = (0.1 * torch.randn(300, generator=gen, dtype=torch.float64)).requires_grad_()
-    v = 1.0 + 0.3 * torch.randn(300, generator=gen, dtype=torch.float64)
-    adv_c = torch.randn(300, generator=gen, dtype=torch.float64)
+    logp_old, logp_new, v, adv_c = unclipped_batch(7)
     grad = grad_of(lambda lp: linear_recovery_mstep_loss(lp, logp_old, v, adv_c, lower_clip=0.4,
                                                          beta=0.3), logp_new)
     direction = (-grad * 300 / logp_new.detach().exp()).numpy()
