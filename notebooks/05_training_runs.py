@@ -173,9 +173,12 @@ if not SMOKE:
 #   recovery (pure cost descent), which on the Goal task happens well before u = -1. The
 #   paper's $d'$ is logged as
 #   `cost_margin`; the paper's bang-bang switch is `Config(cost_control="bang-bang")`.
-#   `kl` is the KL the policy update realised and `reach` the slope of $r - 1$ on $v - 1$: the
-#   M-step follows only 5-15% of the E-step's per-sample target, which is why the package's
-#   E-step KL is 0.1 rather than the paper's 0.02 (see `Config.kl`);
+#   `kl` is the KL the policy update realised and `reach` the slope of $r - 1$ on $v - 1$. The
+#   default M-step (`Config.mstep = "linear"`, notebook 4, section 4.4) takes $v - 1$ as a
+#   direction and pushes along it until `target_kl`, so `kl` sits at the early stop while
+#   `reach` stays at 0.1: the policy follows the E-step's direction, not each sample's target.
+#   `mstep_cost_change` beside `estep_cost_change` is the first-order cost change the update
+#   bought against the one the E-step asked for;
 # * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
 # * **Dyna-CPPO**: `imagined_frac` in `progress.csv` is the share of imagined samples in the
 #   batch, and `loss_dyn_holdout` the model's held-out error. The *config's* `imagined_frac = 0.5`
