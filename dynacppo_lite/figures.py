@@ -286,12 +286,10 @@ def fig_mstep_study(smoke: bool = False, seed: int = 0):
     (``bench.mstep.study``, ``plots.plot_mstep_study``)."""
     import matplotlib.pyplot as plt
 
-    from dynacppo_lite.bench.mstep import REFERENCE_POLICY, collect_batches, study
+    from dynacppo_lite.bench.mstep import tracking_vs_linear
     from dynacppo_lite.plots import plot_mstep_study
 
-    cfg, agent, batches = collect_batches(REFERENCE_POLICY, n=2 if smoke else 6, seed=seed + 1,
-                                          steps=1_000 if smoke else None)
-    _, traces = study(cfg, agent, batches, "free", seed, labels=["tracking (paper)", "linear, clip 0.4"])
+    cfg, _, traces = tracking_vs_linear(2 if smoke else 6, seed, steps=1_000 if smoke else None)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     plot_mstep_study(traces, target_kl=cfg.target_kl, axes=axes)
     fig.tight_layout()

@@ -55,8 +55,7 @@ def recovery_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target
     beta = 1 is ``mstep_loss``; A_c = 0 leaves beta * (v - r).
     """
     ratio = _ratio(logp_new, logp_old, v_target, lower_clip=lower_clip)
-    return _clipped_loss(ratio, _recovery_direction(v_target - ratio, adv_c, beta, ratio.shape),
-                         lower_clip)
+    return _clipped_loss(ratio, _recovery_direction(v_target - ratio, adv_c, beta), lower_clip)
 
 
 def linear_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tensor, *,
@@ -74,7 +73,7 @@ def linear_recovery_mstep_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, v
     D = beta (v - 1) + (1 - beta) P_c (v - 1), P_c the projection onto the line of A_c over the
     minibatch, exactly as ``recovery_mstep_loss`` mixes the tracking residual v - r."""
     ratio = _ratio(logp_new, logp_old, v_target, lower_clip=lower_clip)
-    direction = _recovery_direction(v_target - 1.0, adv_c, beta, ratio.shape)
+    direction = _recovery_direction(v_target - 1.0, adv_c, beta)
     return _two_sided_loss(ratio, direction, lower_clip)
 
 
@@ -154,11 +153,11 @@ def _ratio(logp_new: torch.Tensor, logp_old: torch.Tensor, v_target: torch.Tenso
     return (logp_new - logp_old.detach()).exp()
 
 
-def _recovery_direction(step: torch.Tensor, adv_c: torch.Tensor, beta: float,
-                        shape: torch.Size) -> torch.Tensor:
-    """beta * step + (1 - beta) * (projection of step onto the line of adv_c), detached."""
-    if adv_c.shape != shape:
-        raise ValueError(f"adv_c must have the shape {tuple(shape)} of logp_new, "
+def _recovery_direction(step: torch.Tensor, adv_c: torch.Tensor, beta: float) -> torch.Tensor:
+    """beta * step + (1 - beta) * (projection of step onto the line of adv_c), detached; step
+    has the shape of logp_new."""
+    if adv_c.shape != step.shape:
+        raise ValueError(f"adv_c must have the shape {tuple(step.shape)} of logp_new, "
                          f"got {tuple(adv_c.shape)}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")

@@ -252,13 +252,11 @@ fig.tight_layout()
 # `python -m dynacppo_lite bench mstep`) from the same policy, with the same minibatches.
 
 # %%
-from dynacppo_lite.bench.mstep import REFERENCE_POLICY, collect_batches, study
+from dynacppo_lite.bench.mstep import tracking_vs_linear
 from dynacppo_lite.plots import plot_mstep_study
 
-study_cfg, study_agent, study_batches = collect_batches(
-    REFERENCE_POLICY, n=2 if SMOKE else 6, seed=SEED + 1, steps=1_000 if SMOKE else None)
-study_rows, study_traces = study(study_cfg, study_agent, study_batches, "free", SEED,
-                                 labels=["tracking (paper)", "linear, clip 0.4"])
+study_cfg, study_rows, study_traces = tracking_vs_linear(2 if SMOKE else 6, SEED,
+                                                         steps=1_000 if SMOKE else None)
 for row in study_rows:
     print(f"{row['M-step']:>18}: epochs {row['epochs']:.1f}, realised KL {row['kl']:.4f}, "
           f"reach {row['reach']:.3f}, reward gain in-sample {row['gain_r']:.3f}, "

@@ -144,6 +144,7 @@ def measure(agent: ActorCritic, ratio: torch.Tensor, batch: Batch, v: torch.Tens
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFactory = Callable[[Batch, torch.Tensor, torch.Tensor], LossFn]
 MPO = "likelihood, mean/std trust regions (MPO)"
+TRACKING = "tracking (paper)"
 
 
 def candidates(cfg: Config) -> dict[str, LossFactory | None]:
@@ -161,8 +162,22 @@ def candidates(cfg: Config) -> dict[str, LossFactory | None]:
     def ppo(batch, v, adv_ppo):
         return lambda lp, i: ppo_clip_loss(lp, batch.logp[i], adv_ppo[i], cfg.clip_ratio)
 
-    return {"tracking (paper)": tracking, f"linear, clip {1 - b:.1f}": linear(b),
+    return {TRACKING: tracking, linear_label(cfg): linear(b),
             "linear, clip 0.2": linear(0.8), "ppo clipped on A (reference)": ppo, MPO: None}
+
+
+def linear_label(cfg: Config) -> str:
+    """The study's label of the linear M-step with ``cfg``'s clip (the trainer's)."""
+    return f"linear, clip {1 - cfg.lower_clip:.1f}"
+
+
+def tracking_vs_linear(n: int, seed: int = 0, steps: int | None = None
+                       ) -> tuple[Config, list[dict[str, float | str]], dict[str, list]]:
+    """Notebook 04's comparison: the paper's tracking loss and the default linear M-step on
+    ``n`` real batches of the shipped policy, no cost constraint; ``study``'s rows and traces."""
+    cfg, agent, batches = collect_batches(REFERENCE_POLICY, n, seed + 1, steps)
+    rows, traces = study(cfg, agent, batches, "free", seed, labels=[TRACKING, linear_label(cfg)])
+    return cfg, rows, traces
 
 
 #: --margin: the controller output u the E-step is given, and the multiplier of PPO-Lag's
