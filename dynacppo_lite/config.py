@@ -143,15 +143,16 @@ class Config:
     switch_ratio: float = 0.8
     """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
     realised_radius: bool = True
-    """Divide the E-step's cost margin by the M-step's measured reach (the slope of r - 1 on
-    v - 1, averaged over iterations), so that the cost constraint holds for the step the policy
-    actually takes rather than for the full trust-region radius (it takes 5-30% of it)."""
+    """``margin``: divide the E-step's cost margin by the realised share rho of its predicted
+    cost change (``cost_control.RealisedShare``: the slope of ``mstep_cost_change`` on
+    ``estep_cost_change`` over recent iterations), so that the cost constraint holds for the
+    step the policy actually takes rather than for the E-step's target."""
     reach_init: float = 0.2
-    """Reach assumed before the first M-step has been measured."""
+    """rho assumed before it has been measured (the ``reach_*`` names are kept for saved runs)."""
     reach_smoothing: float = 0.8
-    """Weight of the previous reach estimate in its moving average (0: last iteration only)."""
+    """Weight of the past in rho's running sums (0: last iteration only)."""
     reach_min: float = 0.05
-    """Lower bound on the reach estimate (it divides the margin)."""
+    """Lower bound on rho (it divides the margin)."""
     cost_window: int = 20
     """Finished episodes in the cost estimate J_c that the E-step margin, the switch and the
     Lagrange multiplier steer by (OmniSafe averages the episodes of a 20,000-step epoch)."""

@@ -65,6 +65,53 @@ class MarginController:
         return float(np.clip(self.integral + self.kp * error, -1.0, 1.0))
 
 
+@dataclass
+class RealisedShare:
+    """The share rho of the E-step's predicted cost change that the M-step realises.
+
+    Each iteration gives x = ``estep_cost_change`` = mean((v - 1) A_c), what the E-step's target
+    would change the per-step cost by to first order, and y = ``mstep_cost_change`` =
+    mean((r - 1) A_c), what the ratio r the M-step reached changes it by. rho is the regression
+    slope of y on x through the origin over recent iterations,
+
+        rho = S_xy / S_xx,   S <- s S + (1 - s) (new term),
+
+    clipped to [``floor``, 1]. An iteration whose E-step predicts no cost change (x = 0, the
+    cost direction not in use) adds nothing, where a per-iteration ratio y / x would blow up.
+    The paper's margin mode asks the E-step for margin / rho, so that the step actually taken
+    changes the cost by the margin (``Config.realised_radius``). Measured with the linear M-step
+    on ``make train``'s set-up: rho 0.02-0.1 (the policy's gradient subspace cannot follow the
+    few hazard samples that carry A_c).
+    """
+
+    initial: float = 0.2
+    """rho before any cost change has been both predicted and measured."""
+    smoothing: float = 0.8
+    """Weight s of the past in the running sums."""
+    floor: float = 0.05
+    """Lower clip of rho (it divides the margin)."""
+    sxy: float = 0.0
+    sxx: float = 0.0
+
+    def update(self, predicted: float, realised: float) -> float:
+        """Add one iteration's (x, y) = (estep_cost_change, mstep_cost_change); returns rho."""
+        self.sxy = self.smoothing * self.sxy + (1.0 - self.smoothing) * predicted * realised
+        self.sxx = self.smoothing * self.sxx + (1.0 - self.smoothing) * predicted * predicted
+        return self.value
+
+    @property
+    def value(self) -> float:
+        if self.sxx <= 0.0:
+            return self.initial
+        return float(np.clip(self.sxy / self.sxx, self.floor, 1.0))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"sxy": self.sxy, "sxx": self.sxx}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.sxy, self.sxx = float(state["sxy"]), float(state["sxx"])
+
+
 def margin_from_fraction(u: float, adv_c: np.ndarray, kl_budget: float) -> float:
     """The E-step cost margin for controller output ``u``: u * sqrt(2 kl_budget) * std(A_c).
 

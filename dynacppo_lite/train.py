@@ -52,7 +52,7 @@ import torch
 
 from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
-from dynacppo_lite.cost_control import MarginController, margin_from_fraction
+from dynacppo_lite.cost_control import MarginController, RealisedShare, margin_from_fraction
 from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
@@ -307,7 +307,7 @@ class Trainer:
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
-        self.reach = cfg.reach_init
+        self.share = RealisedShare(cfg.reach_init, cfg.reach_smoothing, cfg.reach_min)
         self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
                                            cfg.pid_integral_init)
         self.start_iter = 0
@@ -345,7 +345,7 @@ class Trainer:
             "agent": self.agent.state_dict(), "pi_opt": self.pi_opt.state_dict(),
             "vf_opt": self.vf_opt.state_dict(), "lagrange": self.lagrange.state_dict(),
             "mode": self.switch.mode, "last_ep": list(self.last_ep), "rng": rng_state(),
-            "cost_estimate": self.cost.state_dict(), "reach": self.reach,
+            "cost_estimate": self.cost.state_dict(), "reach": self.share.state_dict(),
             "controller": self.controller.integral,
             "gen": self.gen.get_state(),
             "obs_norm": {k: torch.as_tensor(v) for k, v in self.envs.state_dict().items()},
@@ -364,7 +364,8 @@ class Trainer:
             self.switch.mode = ckpt["mode"]
             self.last_ep = tuple(ckpt["last_ep"])
             self.cost.load_state_dict(ckpt["cost_estimate"])
-            self.reach = float(ckpt["reach"])
+            if isinstance(ckpt["reach"], dict):  # runs saved before rho restart it from reach_init
+                self.share.load_state_dict(ckpt["reach"])
             self.controller.integral = float(ckpt["controller"])
             set_rng_state(ckpt["rng"])
             self.gen.set_state(ckpt["gen"])
@@ -461,9 +462,9 @@ class Trainer:
         cfg = self.cfg
         if u is not None:
             estep_margin = margin_from_fraction(u, adv_c, kl_budget)
-        else:  # the M-step realises only a fraction (reach) of the E-step's step, and the
-            # cost change scales with it: ask for margin / reach at the full radius
-            estep_margin = cost_margin / self.reach if cfg.realised_radius else cost_margin
+        else:  # the M-step realises only a share rho of the E-step's predicted cost change:
+            # ask for margin / rho, so that the step taken changes the cost by the margin
+            estep_margin = cost_margin / self.share.value if cfg.realised_radius else cost_margin
         recovery = mode == "recovery"
         est = _check_estep(
             self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=kl_budget,
@@ -567,7 +568,7 @@ class Trainer:
             row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
                        estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
                        estep_margin=estep_margin, estep_cost_change=est.cost_change,
-                       reach_est=self.reach, margin_u=u)
+                       reach_est=self.share.value, margin_u=u)
             if mode == "recovery":
                 recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
                                  else recovery_mstep_loss)
@@ -585,9 +586,8 @@ class Trainer:
         if v is not None:
             pi_stats["target_used"] = chosen[0] + 1
         t_m = time.perf_counter()
-        if "reach" in pi_stats:
-            measured = min(max(pi_stats["reach"], cfg.reach_min), 1.0)
-            self.reach = cfg.reach_smoothing * self.reach + (1.0 - cfg.reach_smoothing) * measured
+        if v is not None:
+            self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, batch, cfg, self.gen)
         t_end = time.perf_counter()
         self.elapsed += t_end - t0

@@ -8,7 +8,7 @@ import torch
 
 from dynacppo_lite.cli import parse_overrides
 from dynacppo_lite.config import Config
-from dynacppo_lite.cost_control import MarginController, margin_from_fraction
+from dynacppo_lite.cost_control import MarginController, RealisedShare, margin_from_fraction
 from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import TOY_ENV_ID
 from dynacppo_lite.estep import solve_estep
@@ -152,6 +152,41 @@ def test_every_cost_control_logs_its_diagnostics(tmp_path, control):
     assert rows[-1]["cost_est"] > 0.5  # a limit of 0.5 on the toy task is violated...
     if control == "pid":  # ... so the controller tightens the margin
         assert rows[-1]["margin_u"] < rows[0]["margin_u"]
+
+
+def test_realised_share_is_the_slope_of_the_realised_on_the_predicted_cost_change():
+    rng = np.random.default_rng(0)
+    share = RealisedShare(initial=0.2, smoothing=0.9, floor=0.05)
+    assert share.value == 0.2  # nothing measured yet
+    for _ in range(200):
+        x = rng.normal()
+        share.update(x, 0.3 * x + 0.01 * rng.normal())
+    assert share.value == pytest.approx(0.3, abs=0.01)
+    before = share.value
+    for _ in range(20):  # iterations that predict no cost change carry no evidence
+        share.update(0.0, rng.normal())
+    assert share.value == before
+    for _ in range(200):  # a step that moves the cost the wrong way: rho is held at its floor
+        x = rng.normal()
+        share.update(x, -x)
+    assert share.value == 0.05
+    again = RealisedShare()
+    again.load_state_dict(share.state_dict())
+    assert again.value == share.value
+
+
+def test_margin_mode_asks_the_estep_for_the_margin_over_the_realised_share(tmp_path):
+    cfg = Config(env_id=TOY_ENV_ID, total_steps=4_000, num_envs=1, steps_per_iter=1_000,
+                 cost_limit=0.5, cost_control="margin", log_dir=str(tmp_path), run_name="share")
+    trainer = Trainer(cfg)
+    rows = [trainer.iteration(it) for it in range(4)]
+    trainer.envs.close()
+    expected = RealisedShare(cfg.reach_init, cfg.reach_smoothing, cfg.reach_min)
+    for row in rows:
+        assert row["estep_margin"] == pytest.approx(row["cost_margin"] / expected.value)
+        assert row["reach_est"] == pytest.approx(expected.value)
+        expected.update(row["estep_cost_change"], row["mstep_cost_change"])
+    assert rows[-1]["reach_est"] != cfg.reach_init  # measured by now
 
 
 def test_set_overrides_are_typed_and_checked():
