@@ -326,13 +326,17 @@ class DynamicsEnsemble(nn.Module):
 
     @torch.no_grad()
     def open_loop_errors(self, obs: ArrayLike, act: ArrayLike, rew: ArrayLike, cost: ArrayLike,
-                         next_obs: ArrayLike, done: ArrayLike, horizon: int) -> OpenLoopErrors:
+                         next_obs: ArrayLike, done: ArrayLike, horizon: int,
+                         max_starts: int | None = None) -> OpenLoopErrors:
         """:class:`OpenLoopErrors` at h = 1..``horizon`` on T steps of N parallel trajectories.
 
         obs/next_obs (T, N, obs_dim), act (T, N, act_dim), rew/cost/done (T, N), time first (a
         rollout's layout). ``next_obs[t]`` is the true successor of ``obs[t]`` (at an episode end,
         the final observation); ``done[t]`` marks that an episode ended with step t, so a window
         from t may use step t + j only if no episode ended at t..t+j-1, and never steps past T.
+        ``max_starts``: windows longer than one step continue from at most this many evenly
+        spaced starts (h = 1 still scores every transition): the cost drops from T N h to
+        T N + max_starts (h - 1) predictions.
         """
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -367,6 +371,10 @@ class DynamicsEnsemble(nn.Module):
             out["rew"][j] = (pred_r - real_r).pow(2).mean().sqrt().item()
             out["cost"][j] = (pred_c - real_c).pow(2).mean().sqrt().item()
             ended = done[t, n]
+            if j == 0 and max_starts is not None and len(t0) > max_starts:
+                thin = torch.ones_like(ended)
+                thin[torch.linspace(0, len(t0) - 1, max_starts, device=self.device).long()] = False
+                ended = ended | thin
         return OpenLoopErrors(obs=out["obs"], rew=out["rew"], cost=out["cost"], count=count)
 
     def _ensemble_mse(self, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -125,6 +125,8 @@ def advantage_agreement(imagined: torch.Tensor, real: torch.Tensor) -> tuple[flo
     return float(sx / sy), float(corr)
 
 
+#: Starts of the k-step error on the fresh rollout (the one-step error uses every transition).
+OPEN_LOOP_STARTS = 512
 #: Probe branches per iteration (at most the real batch size): enough for a correlation to
 #: about +-0.06 (1 / sqrt(256)), a small share of the imagining cost.
 PROBES = 256
@@ -167,7 +169,7 @@ class DynaModel:
             return row
         err = self.ensemble.open_loop_errors(ro.raw_obs, ro.env_act, ro.rew, ro.cost,
                                              ro.raw_next_obs, ro.terminated | ro.truncated,
-                                             self.cfg.model_horizon)
+                                             self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
         for key in ("obs", "rew", "cost"):
             values = getattr(err, key)
             row[f"dyn_err_{key}_1"], row[f"dyn_err_{key}_k"] = float(values[0]), float(values[-1])
@@ -181,7 +183,8 @@ class DynaModel:
         data = self.buffer.sample_with_newest(cfg.model_fit_samples, n_new, self.rng)
         fit = self.ensemble.fit(*data[:5], holdout_frac=cfg.model_holdout,
                                 max_epochs=cfg.model_fit_epochs, patience=1, generator=self.gen)
-        return {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss}
+        return {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss,
+                "dyn_fit_epochs": fit.epochs}
 
     def update(self, ro: Rollout, adv: DualGAE, agent: ActorCritic, envs: Any,
                imagine: bool) -> tuple[Batch | None, dict[str, float], float, float]:

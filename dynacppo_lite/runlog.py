@@ -7,10 +7,11 @@ A run directory ``<log_dir>/<run_name>/`` holds
   the real episodes that ended in the iteration (the last value is carried when none ended);
   ``kl`` is the approximate KL of the updated policy on the batch; ``imagined_frac`` is imagined
   samples over all samples of the batch; ``t_*`` are seconds per phase. The dyna-cppo columns
-  (empty for cppo and ppo-lag): ``loss_dyn_*`` the model fit's losses; ``dyn_err_{obs,rew,cost}_{1,k}``
-  the model's one-step and ``model_horizon``-step open-loop errors on the iteration's real
-  rollout before it is fitted on it (state in units of the typical one-step change, reward and
-  cost RMSE of the summed h steps in env units: ``dynamics.OpenLoopErrors``);
+  (empty for cppo and ppo-lag): ``loss_dyn_*`` the model fit's losses, ``dyn_fit_epochs`` its
+  epochs; ``dyn_err_{obs,rew,cost}_{1,k}`` the model's one-step and ``model_horizon``-step
+  open-loop errors on the iteration's real rollout before it is fitted on it (state in units of
+  the typical one-step change, reward and cost RMSE of the summed h steps in env units:
+  ``dynamics.OpenLoopErrors``);
   ``imagined_cost_rate`` (pessimistic) beside ``real_cost_rate``, mean cost per step;
   ``imag_adv_{r,c}_{scale,corr}`` imagined against real GAE advantages of the same (s, a)
   (``imagine.DynaModel.imagine``);
@@ -44,7 +45,7 @@ CSV_COLUMNS = [
     "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
     "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
-    "loss_dyn_holdout", "dyn_err_obs_1", "dyn_err_obs_k", "dyn_err_rew_1", "dyn_err_rew_k",
+    "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k", "dyn_err_rew_1", "dyn_err_rew_k",
     "dyn_err_cost_1", "dyn_err_cost_k", "imagined_frac", "imagined_cost_rate", "real_cost_rate",
     "imag_adv_r_scale", "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr",
     "branch_len_mean", "sps",

@@ -226,6 +226,12 @@ def test_open_loop_windows_never_cross_an_episode_end() -> None:
     assert np.all(err.obs < 1e-4) and np.all(err.rew < 1e-3)
     # h windows from t need no end at t..t+h-2 and t+h-1 < 10.
     assert err.count.tolist() == [20, (9 - 1) + (9 - 2), (8 - 2) + (8 - 4)]
+    # Thinned: all 20 one-step windows, then 5 evenly spaced starts, still within episodes.
+    thin = PlantedModel().open_loop_errors(*data, horizon=3, max_starts=5)
+    assert thin.count[0] == 20 and 0 < thin.count[2] <= thin.count[1] <= 5
+    wrong = PlantedModel(da=0.02).open_loop_errors(*data, horizon=3, max_starts=5)
+    assert np.all(thin.obs < 1e-4) and wrong.obs[0] == pytest.approx(
+        PlantedModel(da=0.02).open_loop_errors(*data, horizon=1).obs[0])
     # Too long to fit in any episode: NaN, not a crossing.
     short = trajectories(T=3, N=1, done_at=[(0, 0), (1, 0)])
     assert np.isnan(PlantedModel().open_loop_errors(*short, horizon=2).obs[1])

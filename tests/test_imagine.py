@@ -116,7 +116,7 @@ def read_csv(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-DYNA_COLUMNS = {"loss_dyn_train", "loss_dyn_holdout", "dyn_err_obs_1", "dyn_err_obs_k",
+DYNA_COLUMNS = {"loss_dyn_train", "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k",
                 "dyn_err_rew_1", "dyn_err_rew_k", "dyn_err_cost_1", "dyn_err_cost_k",
                 "imagined_frac", "imagined_cost_rate", "real_cost_rate", "imag_adv_r_scale",
                 "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr", "branch_len_mean"}
