@@ -87,6 +87,17 @@ class ReplayBuffer:
         rows = self._order()
         return Batch(*(a[rows] for a in self._arrays()))
 
+    def sample_with_newest(self, batch_size: int, newest: int, rng: np.random.Generator) -> Batch:
+        """The ``newest`` most recent transitions (all of them, at most ``batch_size``), then
+        ``batch_size - newest`` of the older ones drawn uniformly *without* replacement (fewer if
+        fewer are stored): the model's fit set, in which fresh data always counts."""
+        order = self._order()
+        newest = min(newest, batch_size, self._size)
+        older = order[:self._size - newest]
+        picked = rng.choice(len(older), min(len(older), batch_size - newest), replace=False)
+        rows = np.concatenate([order[self._size - newest:], older[np.sort(picked)]])
+        return Batch(*(a[rows] for a in self._arrays()))
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """``batch_size`` transitions drawn uniformly with replacement (copies)."""
         if self._size == 0:

@@ -80,6 +80,31 @@ class FitResult:
     holdout_history: list[float] = field(default_factory=list)
 
 
+@dataclass
+class OpenLoopErrors:
+    """Errors of the ensemble-mean model run open loop along real trajectories, one entry per
+    horizon h = 1..k (index h - 1); each field is a (k,) numpy array.
+
+    From every real start s_t the model is fed the real actions a_t..a_{t+h-1}, its state
+    propagated by the members' mean prediction: s^_{t+j+1} = s^_{t+j} + mean_e mu_e^{s'}(s^_{t+j},
+    a_{t+j}), s^_t = s_t. Only windows that stay inside one episode and the data are scored, so
+    the count shrinks with h; at h = 1 every transition is scored (the plain one-step error).
+
+    obs:   sqrt(mean over starts and state dims of ((s^_{t+h} - s_{t+h}) / sigma)^2), sigma the
+           model's ``out_std`` of the state change (the typical one-step change in its training
+           data, the unit of ModelEnv's disagreement).
+    rew:   RMSE over starts of sum_{j<h} r^_{t+j} - sum_{j<h} r_{t+j}: the error of an h-step
+           branch's undiscounted return, in reward units (h = 1: per-step RMSE).
+    cost:  the same for the cost (the members' mean cost, without the pessimism of ModelEnv).
+    count: starts scored at each h (NaN errors where 0).
+    """
+
+    obs: np.ndarray
+    rew: np.ndarray
+    cost: np.ndarray
+    count: np.ndarray
+
+
 class DynamicsEnsemble(nn.Module):
     """E probabilistic MLPs (SiLU hidden layers) predicting y = (s' - s, r, c) from (s, a).
 
@@ -298,6 +323,59 @@ class DynamicsEnsemble(nn.Module):
         same scale.
         """
         return self._ensemble_mse(self._inputs(obs, act), self._targets(obs, rew, cost, next_obs))
+
+    @torch.no_grad()
+    def open_loop_errors(self, obs: ArrayLike, act: ArrayLike, rew: ArrayLike, cost: ArrayLike,
+                         next_obs: ArrayLike, done: ArrayLike, horizon: int,
+                         max_starts: int | None = None) -> OpenLoopErrors:
+        """:class:`OpenLoopErrors` at h = 1..``horizon`` on T steps of N parallel trajectories.
+
+        obs/next_obs (T, N, obs_dim), act (T, N, act_dim), rew/cost/done (T, N), time first (a
+        rollout's layout). ``next_obs[t]`` is the true successor of ``obs[t]`` (at an episode end,
+        the final observation); ``done[t]`` marks that an episode ended with step t, so a window
+        from t may use step t + j only if no episode ended at t..t+j-1, and never steps past T.
+        ``max_starts``: windows longer than one step continue from at most this many evenly
+        spaced starts (h = 1 still scores every transition): the cost drops from T N h to
+        T N + max_starts (h - 1) predictions.
+        """
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        obs, act, next_obs = self._tensor(obs), self._tensor(act), self._tensor(next_obs)
+        rew, cost = self._tensor(rew), self._tensor(cost)
+        done = torch.as_tensor(done, device=self.device).bool()
+        T, N = rew.shape
+        d = self.obs_dim
+        # Flat starts (t, n); a window that ends is dropped, so each step works on the live ones.
+        t0 = torch.arange(T, device=self.device).repeat_interleave(N)
+        n = torch.arange(N, device=self.device).repeat(T)
+        s = obs[t0, n]
+        zero = torch.zeros(T * N, device=self.device)
+        pred_r, pred_c, real_r, real_c = zero, zero, zero, zero
+        ended = torch.zeros(T * N, dtype=torch.bool, device=self.device)
+        out = {key: np.full(horizon, np.nan) for key in ("obs", "rew", "cost")}
+        count = np.zeros(horizon, dtype=np.int64)
+        for j in range(horizon):
+            # Past the data, or past an episode that ended at step t0 + j - 1: not this episode.
+            keep = (t0 + j < T) & ~ended
+            t0, n, s, pred_r, pred_c, real_r, real_c = (
+                x[keep] for x in (t0, n, s, pred_r, pred_c, real_r, real_c))
+            if len(t0) == 0:
+                break
+            t = t0 + j
+            mean = self.predict(s, act[t, n])[0].mean(0)
+            s = s + mean[:, :d]
+            pred_r, pred_c = pred_r + mean[:, d], pred_c + mean[:, d + 1]
+            real_r, real_c = real_r + rew[t, n], real_c + cost[t, n]
+            count[j] = len(t0)
+            out["obs"][j] = (((s - next_obs[t, n]) / self.out_std[:d]) ** 2).mean().sqrt().item()
+            out["rew"][j] = (pred_r - real_r).pow(2).mean().sqrt().item()
+            out["cost"][j] = (pred_c - real_c).pow(2).mean().sqrt().item()
+            ended = done[t, n]
+            if j == 0 and max_starts is not None and len(t0) > max_starts:
+                thin = torch.ones_like(ended)
+                thin[torch.linspace(0, len(t0) - 1, max_starts, device=self.device).long()] = False
+                ended = ended | thin
+        return OpenLoopErrors(obs=out["obs"], rew=out["rew"], cost=out["cost"], count=count)
 
     def _ensemble_mse(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """``one_step_loss`` on raw x (B, in) and y (B, D)."""

@@ -13,10 +13,16 @@ recursion never crosses from one branch into another. A branch ends
   the column are dropped from the batch.
 
 The imagined cost is the ModelEnv's pessimistic ``mean + kappa * std`` over members.
+
+Diagnostics (:meth:`DynaModel.update`, one CSV row per iteration): the model's open-loop errors
+on the iteration's real rollout *before* it is refitted on it (data it has not seen), the real
+cost rate beside the imagined one, and how imagined advantages compare with the real GAE
+advantages of the same (s, a) (:func:`advantage_agreement` on probe branches).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +34,7 @@ from dynacppo_lite.batch import Batch
 from dynacppo_lite.buffer import ReplayBuffer
 from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
-from dynacppo_lite.gae import dual_gae
+from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.nets import ActorCritic
 
 if TYPE_CHECKING:
@@ -56,14 +62,18 @@ class Branches:
 
 def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.Tensor,
                      horizon: int, normalize: Any, *, gamma: float, lam: float, cost_gamma: float,
-                     cost_lam: float, low: np.ndarray, high: np.ndarray) -> Branches:
+                     cost_lam: float, low: np.ndarray, high: np.ndarray,
+                     first_act: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Branches:
     """Roll ``horizon`` imagined steps from ``start_obs`` (B, obs_dim, raw units) and run dual
     GAE per branch.
 
     ``normalize(raw (B, obs_dim) tensor) -> (B, obs_dim)`` maps raw model states to what the
-    policy and critics see. Actions are sampled from the policy (their log-probs are
-    ``logp_old`` of the M-step) and clipped to [low, high] before the model sees them, as the
-    real envs do.
+    policy and critics see. Actions are sampled from the policy with ``generator`` (on the
+    model's device; None: torch's global RNG), so imagining draws nothing from the streams of
+    the real rollout; their log-probs are ``logp_old`` of the M-step. ``first_act`` (B, act_dim),
+    if given, replaces the first step's sampled actions. Actions are clipped to [low, high]
+    before the model sees them, as the real envs do.
     """
     obs_raw, _ = model_env.reset(start_obs)
     dev = obs_raw.device
@@ -71,9 +81,15 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
     lo, hi = (torch.as_tensor(x, dtype=torch.float32, device=dev) for x in (low, high))
     obs_n, acts, logps, rews, costs, v_r, v_c, nv_r, nv_c = ([] for _ in range(9))
     terms, truncs = [], []
-    for _ in range(k):
+    for j in range(k):
         o = normalize(obs_raw)
-        a, logp, vr, vc = agent.step(o)
+        with torch.no_grad():
+            dist = agent.pi(o)
+            a = (first_act if j == 0 and first_act is not None else
+                 dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator,
+                                                       device=dev))
+            logp = agent.pi.log_prob(dist, a)
+        vr, vc = agent.values(o)
         next_raw, r, c, term, trunc, _ = model_env.step(torch.clamp(a, lo, hi))
         nvr, nvc = agent.values(normalize(next_raw))
         for store, x in zip((obs_n, acts, logps, rews, costs, v_r, v_c, nv_r, nv_c, terms, truncs),
@@ -94,8 +110,36 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
                     ret_c=gae.ret_c, valid=valid, length=valid.sum(0))
 
 
+def advantage_agreement(imagined: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
+    """How imagined advantages compare with real ones at the same M samples, each (M,):
+    ``(std(imagined) / std(real), Pearson correlation)``; NaN where a std is 0 (or M < 2).
+
+    A scale of 1 and a correlation of 1 mean the model's advantages could stand in for the
+    real ones; the scale is what the E-step weighs them by when the two kinds share a batch.
+    """
+    x, y = imagined.double(), real.double()
+    sx, sy = x.std(correction=0), y.std(correction=0)
+    if len(x) < 2 or sx == 0 or sy == 0:
+        return math.nan, math.nan
+    corr = ((x - x.mean()) * (y - y.mean())).mean() / (sx * sy)
+    return float(sx / sy), float(corr)
+
+
+#: Starts of the k-step error on the fresh rollout (the one-step error uses every transition).
+OPEN_LOOP_STARTS = 512
+#: Probe branches per iteration (at most the real batch size): enough for a correlation to
+#: about +-0.06 (1 / sqrt(256)), a small share of the imagining cost.
+PROBES = 256
+
+
 class DynaModel:
-    """The model-based half of Dyna-CPPO: replay buffer, ensemble, and imagined batches."""
+    """The model-based half of Dyna-CPPO: replay buffer, ensemble, and imagined batches.
+
+    Its random streams are its own (``gen``: fit splits and shuffling; ``model_gen``: imagined
+    actions and model samples; ``rng``: buffer and probe draws), so the real rollout, the
+    E-step and the updates draw exactly what they draw for cppo: with ``imagined_frac = 0``
+    dyna-cppo gives cppo's numbers and still fits and measures the model (the control run).
+    """
 
     def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device) -> None:
         self.cfg = cfg
@@ -115,19 +159,55 @@ class DynaModel:
                         ro.rew.reshape(n).cpu().numpy(), ro.cost.reshape(n).cpu().numpy(),
                         ro.raw_next_obs.reshape(n, -1), ro.terminated.reshape(n).cpu().numpy())
 
-    def imagine(self, agent: ActorCritic, envs: Any, n_real: int,
-                gen: torch.Generator) -> tuple[Batch | None, dict[str, float], float, float]:
-        """Fit the model, roll branches; returns (imagined batch, CSV fields, t_fit, t_rollout)."""
+    def fresh_errors(self, ro: Rollout) -> dict[str, float]:
+        """CSV fields measured on a rollout the model has not been fitted on yet: the real cost
+        per step (``real_cost_rate``) and, once the model is fitted, its open-loop errors
+        (:meth:`DynamicsEnsemble.open_loop_errors`) at h = 1 and h = ``model_horizon``:
+        ``dyn_err_{obs,rew,cost}_{1,k}``."""
+        row = {"real_cost_rate": float(ro.cost.mean())}
+        if not bool(self.ensemble.fitted):
+            return row
+        err = self.ensemble.open_loop_errors(ro.raw_obs, ro.env_act, ro.rew, ro.cost,
+                                             ro.raw_next_obs, ro.terminated | ro.truncated,
+                                             self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
+        for key in ("obs", "rew", "cost"):
+            values = getattr(err, key)
+            row[f"dyn_err_{key}_1"], row[f"dyn_err_{key}_k"] = float(values[0]), float(values[-1])
+        return row
+
+    def fit(self, n_new: int) -> dict[str, float]:
+        """Refit (warm start) on ``model_fit_samples`` transitions: the ``n_new`` newest (the
+        rollout just added) and older ones drawn without replacement; at most
+        ``model_fit_epochs`` epochs, stopped early on the held-out loss."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        data = (self.buffer.all() if len(self.buffer) <= cfg.model_fit_samples
-                else self.buffer.sample(cfg.model_fit_samples, self.rng))
+        data = self.buffer.sample_with_newest(cfg.model_fit_samples, n_new, self.rng)
         fit = self.ensemble.fit(*data[:5], holdout_frac=cfg.model_holdout,
-                                max_epochs=cfg.model_fit_epochs, patience=2, generator=self.gen)
+                                max_epochs=cfg.model_fit_epochs, patience=1, generator=self.gen)
+        return {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss,
+                "dyn_fit_epochs": fit.epochs}
+
+    def update(self, ro: Rollout, adv: DualGAE, agent: ActorCritic, envs: Any,
+               imagine: bool) -> tuple[Batch | None, dict[str, float], float, float]:
+        """One iteration's model work: errors on the fresh rollout ``ro``, which then joins the
+        buffer; a refit; and, if ``imagine``, the imagined batch and the advantage probes.
+
+        Returns (imagined batch or None, CSV fields, t_model: errors and fit, t_imagine)."""
+        t0 = time.perf_counter()
+        row = self.fresh_errors(ro)
+        self.add_real(ro)
+        row.update(self.fit(ro.rew.numel()))
         t1 = time.perf_counter()
-        row: dict[str, float] = {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss}
-        n_branches = max(1, int(cfg.imagined_frac * n_real) // cfg.model_horizon)
-        start = torch.as_tensor(self.buffer.sample(n_branches, self.rng).obs, device=self.device)
+        batch = None
+        if imagine:
+            batch, imagined_row = self.imagine(ro, adv, agent, envs)
+            row.update(imagined_row)
+        return batch, row, t1 - t0, time.perf_counter() - t1
+
+    def _branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
+                  first_act: torch.Tensor | None = None) -> Branches:
+        """Imagined branches from raw start states (B, obs_dim), seen through the envs'
+        current observation normaliser."""
+        cfg = self.cfg
         mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32, device=self.device)
         std = torch.as_tensor(np.sqrt(envs.obs_rms.var + envs.eps), dtype=torch.float32,
                               device=self.device)
@@ -138,22 +218,56 @@ class DynaModel:
         model_env = ModelEnv(self.ensemble, kappa=cfg.kappa,
                              disagreement_threshold=cfg.disagreement_threshold,
                              generator=self.model_gen)
-        br = imagine_branches(model_env, agent, start, cfg.model_horizon, normalize,
-                              gamma=cfg.gamma, lam=cfg.lam, cost_gamma=cfg.cost_gamma,
-                              cost_lam=cfg.cost_lam, low=envs.single_action_space.low,
-                              high=envs.single_action_space.high)
-        t2 = time.perf_counter()
-        m = br.valid
-        n_imag = int(m.sum())
-        row.update(imagined_frac=n_imag / (n_real + n_imag),
-                   imagined_cost_rate=float(br.cost[m].mean()) if n_imag else 0.0,
-                   branch_len_mean=float(br.length.float().mean()))
-        if n_imag == 0:
-            return None, row, t1 - t0, t2 - t1
-        batch = Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=br.adv_r[m],
-                      adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
-                      critic_mask=torch.full((n_imag,), cfg.imagined_critics, device=self.device))
-        return batch, row, t1 - t0, t2 - t1
+        return imagine_branches(model_env, agent, start, cfg.model_horizon, normalize,
+                                gamma=cfg.gamma, lam=cfg.lam, cost_gamma=cfg.cost_gamma,
+                                cost_lam=cfg.cost_lam, low=envs.single_action_space.low,
+                                high=envs.single_action_space.high, first_act=first_act,
+                                generator=self.model_gen)
+
+    def imagine(self, ro: Rollout, adv: DualGAE, agent: ActorCritic,
+                envs: Any) -> tuple[Batch | None, dict[str, float]]:
+        """The imagined batch (None with ``imagined_frac = 0``) and its CSV fields.
+
+        Batch: ``imagined_frac * n_real / model_horizon`` branches (at least one when the
+        fraction is > 0) from buffer states. Probes: up to :data:`PROBES` branches start at
+        real (s_t, a_t) of the rollout ``ro`` (its raw state, its sampled action), and the
+        first step's imagined GAE advantages are compared with the real GAE advantages ``adv``
+        of the same samples: ``imag_adv_{r,c}_scale`` and ``imag_adv_{r,c}_corr``
+        (:func:`advantage_agreement`). A probe's first advantage is what that sample would
+        carry into the batch as an imagined one; the model has just been fitted on these
+        states, so this checks the advantages, while ``dyn_err_*`` checks generalisation.
+        """
+        cfg = self.cfg
+        n_real = ro.rew.numel()
+        row: dict[str, float] = {}
+        batch = None
+        n_branches = 0 if cfg.imagined_frac == 0 else max(
+            1, int(cfg.imagined_frac * n_real) // cfg.model_horizon)
+        if n_branches:
+            start = torch.as_tensor(self.buffer.sample(n_branches, self.rng).obs,
+                                    device=self.device)
+            br = self._branches(agent, envs, start)
+            m = br.valid
+            n_imag = int(m.sum())  # >= n_branches: a branch keeps at least its first step
+            row.update(imagined_frac=n_imag / (n_real + n_imag),
+                       imagined_cost_rate=float(br.cost[m].mean()),
+                       branch_len_mean=float(br.length.float().mean()))
+            batch = Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=br.adv_r[m],
+                          adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
+                          critic_mask=torch.full((n_imag,), cfg.imagined_critics,
+                                                 device=self.device))
+        else:
+            row["imagined_frac"] = 0.0
+        rows = torch.as_tensor(self.rng.choice(n_real, min(PROBES, n_real), replace=False),
+                               device=self.device)
+        start = torch.as_tensor(ro.raw_obs.reshape(n_real, -1), dtype=torch.float32,
+                                device=self.device)[rows]
+        probe = self._branches(agent, envs, start, first_act=ro.act.reshape(n_real, -1)[rows])
+        for key in ("r", "c"):
+            real = getattr(adv, f"adv_{key}").reshape(n_real)[rows]
+            row[f"imag_adv_{key}_scale"], row[f"imag_adv_{key}_corr"] = advantage_agreement(
+                getattr(probe, f"adv_{key}")[0], real)
+        return batch, row
 
     def state_dict(self) -> dict[str, Any]:
         data = self.buffer.all()

@@ -525,9 +525,7 @@ def plot_diagnostic_frames(frames: Mapping[str, Sequence[pd.DataFrame]],
         steps = dfs[0]["step"].to_numpy()[:n]
 
         def mean(key: str, frames: Sequence[pd.DataFrame] = dfs, n: int = n) -> np.ndarray:
-            # A column a run does not log (or an older run lacks) counts as NaN.
-            return np.mean([pd.to_numeric(d[key], errors="coerce").to_numpy(float)[:n]
-                            if key in d else np.full(n, np.nan) for d in frames], axis=0)
+            return _column_mean(frames, key, n)
 
         est, se = mean("cost_est"), mean("cost_est_se")
         line, = ax_est.plot(steps, est, label=label)
@@ -549,6 +547,59 @@ def plot_diagnostic_frames(frames: Mapping[str, Sequence[pd.DataFrame]],
             ax.legend(fontsize=7)
     return axes
 
+
+def _column_mean(frames: Sequence[pd.DataFrame], key: str, n: int) -> np.ndarray:
+    """The mean over runs of column ``key``'s first ``n`` rows, (n,); a column a run does not
+    log (or an older run lacks), or an empty cell, counts as NaN."""
+    return np.mean([pd.to_numeric(d[key], errors="coerce").to_numpy(float)[:n]
+                    if key in d else np.full(n, np.nan) for d in frames], axis=0)
+
+
+DYNA_PANELS = (("model on fresh real data: state error", "RMS error / typical one-step change"),
+               ("model on fresh real data: reward, cost", "RMSE of the h-step sum (env units)"),
+               ("cost per step: real (solid) vs imagined", "cost rate"),
+               ("imagined vs real advantages (probes)", "correlation, std ratio"))
+
+
+def plot_dyna_diagnostics(runs: Mapping[str, Sequence[str | Path]],
+                          axes: Sequence[plt.Axes] | None = None) -> Sequence[plt.Axes]:
+    """What the model contributes, per iteration, for the groups of ``runs`` (``{label:
+    [run_dir, ...]}``, mean over seeds) that log it (dyna-cppo; other groups are skipped but
+    keep their colour C<i>, as in :func:`plot_diagnostics`): the model's errors on the
+    iteration's real rollout before it was fitted on it, at h = 1 (solid) and h =
+    ``model_horizon`` (dashed); the imagined (pessimistic) against the real cost rate; and the
+    correlation and std ratio of imagined to real advantages (1 is ideal for both)."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(DYNA_PANELS), figsize=(18, 3.6))
+    ax_obs, ax_rc, ax_cost, ax_adv = axes
+    for i, (label, dirs) in enumerate(runs.items()):
+        dfs = [read_progress(d) for d in dirs]
+        n = min(len(d) for d in dfs)
+        if "real_cost_rate" not in dfs[0] or not np.isfinite(_column_mean(dfs, "real_cost_rate", n)).any():
+            continue
+        steps, color = dfs[0]["step"].to_numpy()[:n], f"C{i}"
+
+        def draw(ax: plt.Axes, key: str, style: str, name: str, frames=dfs, n=n, steps=steps,
+                 color=color, label=label) -> None:
+            ax.plot(steps, _column_mean(frames, key, n), style, color=color, label=f"{label}: {name}")
+
+        draw(ax_obs, "dyn_err_obs_1", "-", "h=1")
+        draw(ax_obs, "dyn_err_obs_k", "--", "h=k")
+        for key, style, name in (("rew_1", "-", "reward h=1"), ("rew_k", "--", "reward h=k"),
+                                 ("cost_1", "-.", "cost h=1"), ("cost_k", ":", "cost h=k")):
+            draw(ax_rc, f"dyn_err_{key}", style, name)
+        draw(ax_cost, "real_cost_rate", "-", "real")
+        draw(ax_cost, "imagined_cost_rate", "--", "imagined")
+        for key, style, name in (("r_corr", "-", "corr A"), ("c_corr", "-.", "corr A_c"),
+                                 ("r_scale", "--", "std ratio A"), ("c_scale", ":", "std ratio A_c")):
+            draw(ax_adv, f"imag_adv_{key}", style, name)
+    ax_adv.axhline(1.0, color="k", lw=0.8, ls=":")
+    for ax, (title, ylabel) in zip(axes, DYNA_PANELS, strict=True):
+        ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return axes
 
 
 def plot_mstep_study(traces: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],

@@ -6,7 +6,15 @@ A run directory ``<log_dir>/<run_name>/`` holds
 * ``progress.csv``: one row per iteration (flushed as it is written). ``ep_*`` are means over
   the real episodes that ended in the iteration (the last value is carried when none ended);
   ``kl`` is the approximate KL of the updated policy on the batch; ``imagined_frac`` is imagined
-  samples over all samples of the batch; ``t_*`` are seconds per phase;
+  samples over all samples of the batch; ``t_*`` are seconds per phase. The dyna-cppo columns
+  (empty for cppo and ppo-lag): ``loss_dyn_*`` the model fit's losses, ``dyn_fit_epochs`` its
+  epochs; ``dyn_err_{obs,rew,cost}_{1,k}`` the model's one-step and ``model_horizon``-step
+  open-loop errors on the iteration's real rollout before it is fitted on it (state in units of
+  the typical one-step change, reward and cost RMSE of the summed h steps in env units:
+  ``dynamics.OpenLoopErrors``);
+  ``imagined_cost_rate`` (pessimistic) beside ``real_cost_rate``, mean cost per step;
+  ``imag_adv_{r,c}_{scale,corr}`` imagined against real GAE advantages of the same (s, a)
+  (``imagine.DynaModel.imagine``);
 * ``log.txt``: the same numbers as human-readable lines;
 * ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
   leaves the previous checkpoint intact);
@@ -37,7 +45,10 @@ CSV_COLUMNS = [
     "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
     "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
-    "loss_dyn_holdout", "imagined_frac", "imagined_cost_rate", "branch_len_mean", "sps",
+    "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k", "dyn_err_rew_1", "dyn_err_rew_k",
+    "dyn_err_cost_1", "dyn_err_cost_k", "imagined_frac", "imagined_cost_rate", "real_cost_rate",
+    "imag_adv_r_scale", "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr",
+    "branch_len_mean", "sps",
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
     "t_critics",
 ]
@@ -191,7 +202,7 @@ class RunLog:
             line += f" | reach {row['reach']:.2f}"
         if row.get("loss_dyn_holdout", "") != "":
             line += (f" | dyn {row['loss_dyn_train']:.4f}/{row['loss_dyn_holdout']:.4f}"
-                     f" | imagined {row['imagined_frac']:.2f}")
+                     f" | imagined {row.get('imagined_frac', 0.0):.2f}")
         with open(self.txt_path, "a") as f:
             f.write(line + "\n")
 

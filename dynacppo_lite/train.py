@@ -525,14 +525,14 @@ class Trainer:
         row: dict[str, Any] = {}
         times = {"t_collect": t_collect - t0, "t_model": 0.0, "t_imagine": 0.0}
         if self.dyna is not None:
-            self.dyna.add_real(ro)
-            if it >= cfg.model_start_iter:
-                imagined, dyna_row, t_model, t_imagine = self.dyna.imagine(
-                    agent, self.envs, n_real, self.gen)
-                row.update(dyna_row)
-                times.update(t_model=t_model, t_imagine=t_imagine)
-                if imagined is not None:
-                    batch = batch.cat(imagined)
+            # The model is fitted from the first iteration on (its cost spreads over the warm-up
+            # and its errors are logged early); imagined samples join from model_start_iter.
+            imagined, dyna_row, t_model, t_imagine = self.dyna.update(
+                ro, adv, agent, self.envs, imagine=it >= cfg.model_start_iter)
+            row.update(dyna_row)
+            times.update(t_model=t_model, t_imagine=t_imagine)
+            if imagined is not None:
+                batch = batch.cat(imagined)
         t_e0 = time.perf_counter()
 
         v = after_epoch = None

@@ -183,7 +183,12 @@ if not SMOKE:
 # * **Dyna-CPPO**: `imagined_frac` in `progress.csv` is the share of imagined samples in the
 #   batch, and `loss_dyn_holdout` the model's held-out error. The *config's* `imagined_frac = 0.5`
 #   asks for imagined samples as a share of the *real* ones (half as many), so once the model
-#   starts (`model_start_iter`) the logged share levels off at 0.5 / (1 + 0.5) = 0.33.
+#   starts (`model_start_iter`) the logged share levels off at 0.5 / (1 + 0.5) = 0.33. What the
+#   model is worth: `dyn_err_{obs,rew,cost}_{1,k}` are its one-step and `model_horizon`-step
+#   errors on each iteration's real rollout *before* it is fitted on it, `real_cost_rate` sits
+#   beside `imagined_cost_rate`, and `imag_adv_{r,c}_{corr,scale}` compare imagined with real
+#   advantages of the same (s, a) (`bench learning` draws them; `imagined_frac = 0` is the
+#   control run: cppo's numbers, the model still fitted and measured).
 #
 # CPPO has no multiplier: its "last lambda" is "n/a".
 

@@ -99,3 +99,26 @@ def test_bench_mstep_on_real_batches_of_the_shipped_policy(tmp_path):
         if row["epochs"] < 10:
             assert row["kl"] > 0.02
     assert rows["tracking (paper)"]["estep_gain_r"] > 0  # the E-step's v improves the surrogate
+
+
+def test_learning_figure_gets_the_dyna_row_only_with_a_dyna_run(tmp_path):
+    import matplotlib.image
+
+    from dynacppo_lite.bench.learning import plot_task
+    from dynacppo_lite.config import Config
+    from dynacppo_lite.plots import plot_dyna_diagnostics
+    from dynacppo_lite.train import train
+
+    runs = {algo: [train(Config(algo=algo, env_id=TOY_ENV_ID, total_steps=3000, num_envs=1,
+                                steps_per_iter=1000, model_start_iter=1, model_hidden=(16, 16),
+                                log_dir=str(tmp_path)))]
+            for algo in ("cppo", "dyna-cppo")}
+    axes = plot_dyna_diagnostics(runs)
+    labels = [line.get_label() for line in axes[0].get_lines()]
+    assert labels == ["dyna-cppo: h=1", "dyna-cppo: h=k"]  # cppo logs no model: no line
+    assert axes[0].get_lines()[0].get_color() == "C1"  # dyna-cppo's colour in the other panels
+    assert np.isfinite(axes[0].get_lines()[0].get_ydata()[1:]).all()
+    # The task figure grows a third row (10.5 in instead of 7 in at 100 dpi) for dyna-cppo.
+    for group, height in (({"cppo": runs["cppo"]}, 700), (runs, 1050)):
+        out = plot_task(TOY_ENV_ID, group, TOY_COST_LIMIT, tmp_path / f"fig{height}.png")
+        assert matplotlib.image.imread(out).shape[0] == height

@@ -87,3 +87,17 @@ def test_bad_shapes_raise() -> None:
         buf.add(obs[0], act, rew, cost, next_obs, term)
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(OBS_DIM, ACT_DIM, capacity=0)
+
+
+def test_sample_with_newest_keeps_every_new_transition_and_distinct_older_ones() -> None:
+    buf = ReplayBuffer(OBS_DIM, ACT_DIM, capacity=20)
+    buf.add(*transitions(np.arange(25)))  # wrapped: ids 5..24 stored
+    rng = np.random.default_rng(0)
+    ids = buf.sample_with_newest(10, newest=4, rng=rng).obs[:, 0]
+    np.testing.assert_array_equal(ids[:4], [21, 22, 23, 24])
+    older = ids[4:]
+    assert len(older) == 6 and len(set(older)) == 6 and set(older) <= set(range(5, 21))
+    # Fewer stored than asked: everything once; more new than asked: the newest ones.
+    np.testing.assert_array_equal(np.sort(buf.sample_with_newest(50, 4, rng).obs[:, 0]),
+                                  np.arange(5, 25))
+    np.testing.assert_array_equal(buf.sample_with_newest(3, 4, rng).obs[:, 0], [22, 23, 24])

@@ -16,11 +16,17 @@ OBS_DIM, ACT_DIM = 4, 2
 SMALL = {"ensemble_size": 3, "hidden": (32, 32)}
 
 
-def linear_system(n: int, seed: int, noise: float = 0.01) -> tuple[np.ndarray, ...]:
-    sys_rng = np.random.default_rng(123)  # the same system for every call
+def system() -> tuple[np.ndarray, ...]:
+    """(A, B, w_r, w_c): the same system for every call."""
+    sys_rng = np.random.default_rng(123)
     A = 0.1 * sys_rng.standard_normal((OBS_DIM, OBS_DIM))
     B = 0.3 * sys_rng.standard_normal((OBS_DIM, ACT_DIM))
     w_r, w_c = sys_rng.standard_normal((2, OBS_DIM + ACT_DIM))
+    return A, B, w_r, w_c
+
+
+def linear_system(n: int, seed: int, noise: float = 0.01) -> tuple[np.ndarray, ...]:
+    A, B, w_r, w_c = system()
     rng = np.random.default_rng(seed)
     obs = rng.standard_normal((n, OBS_DIM)).astype(np.float32)
     act = rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32)
@@ -158,6 +164,77 @@ def test_early_stopping_keeps_best_weights() -> None:
     assert res.holdout_loss <= min(res.holdout_history) + 1e-6  # ...and the best was kept
     with pytest.raises(ValueError, match="at least 2 transitions"):
         ens.fit(obs[:1], act[:1], noise[:1, 0], noise[:1, 1], obs[:1])
+
+
+# ------------------------------------------------------------------------ open-loop errors
+def trajectories(T: int, N: int, done_at: list[tuple[int, int]], seed: int = 0) -> tuple:
+    """T steps of N noise-free trajectories of the linear system, time first (a rollout's
+    layout); after each (t, n) in ``done_at`` env n restarts at a far-away random state."""
+    A, B, w_r, w_c = system()
+    rng = np.random.default_rng(seed)
+    obs, act = np.zeros((T, N, OBS_DIM)), rng.uniform(-1, 1, (T, N, ACT_DIM))
+    next_obs, rew, cost = np.zeros((T, N, OBS_DIM)), np.zeros((T, N)), np.zeros((T, N))
+    done = np.zeros((T, N), dtype=bool)
+    for t, n in done_at:
+        done[t, n] = True
+    s = rng.standard_normal((N, OBS_DIM))
+    for t in range(T):
+        obs[t] = s
+        x = np.concatenate([s, act[t]], 1)
+        next_obs[t] = s + s @ A.T + act[t] @ B.T
+        rew[t], cost[t] = x @ w_r, x @ w_c
+        s = np.where(done[t][:, None], 10 + 5 * rng.standard_normal((N, OBS_DIM)), next_obs[t])
+    return obs, act, rew, cost, next_obs, done
+
+
+class PlantedModel(DynamicsEnsemble):
+    """Two identical members that predict the linear system (with A + ``da``) exactly."""
+
+    def __init__(self, da: float = 0.0) -> None:
+        super().__init__(OBS_DIM, ACT_DIM, ensemble_size=2, hidden=(4,), seed=0)
+        A, B, w_r, w_c = system()
+        self.sys = [torch.as_tensor(m, dtype=torch.float32) for m in (A + da, B, w_r, w_c)]
+
+    def predict(self, obs, act):
+        A, B, w_r, w_c = self.sys
+        obs, act = self._tensor(obs), self._tensor(act)
+        x = torch.cat([obs, act], -1)
+        mean = torch.cat([obs @ A.T + act @ B.T, (x @ w_r)[:, None], (x @ w_c)[:, None]], -1)
+        return mean.expand(2, -1, -1), torch.ones(2, *mean.shape)
+
+
+def test_open_loop_error_is_zero_for_the_true_model_and_grows_with_h_for_a_wrong_one() -> None:
+    data = trajectories(T=40, N=3, done_at=[])
+    exact = PlantedModel().open_loop_errors(*data, horizon=6)
+    for err in (exact.obs, exact.rew, exact.cost):
+        assert err.shape == (6,) and np.all(err < 1e-4)
+    assert exact.count.tolist() == [3 * (40 - j) for j in range(6)]
+    wrong = PlantedModel(da=0.02).open_loop_errors(*data, horizon=6)
+    assert np.all(wrong.obs > 1e-3) and np.all(np.diff(wrong.obs) > 0)
+    for err in (wrong.rew, wrong.cost):  # r(s, a) is exact until the state has drifted
+        assert err[0] < 1e-4 and np.all(np.diff(err) > 0)
+    # h = 1 is the plain one-step error: the state part, in units of out_std (1 here).
+    s_err = np.sqrt(np.mean((data[0] @ (0.02 * np.ones((OBS_DIM, OBS_DIM))).T) ** 2))
+    assert wrong.obs[0] == pytest.approx(s_err, rel=1e-4)
+
+
+def test_open_loop_windows_never_cross_an_episode_end() -> None:
+    # Env 0 restarts after step 4, env 1 after steps 1 and 7; a window across a restart would
+    # compare the model's state with a far-away new start.
+    data = trajectories(T=10, N=2, done_at=[(4, 0), (1, 1), (7, 1)])
+    err = PlantedModel().open_loop_errors(*data, horizon=3)
+    assert np.all(err.obs < 1e-4) and np.all(err.rew < 1e-3)
+    # h windows from t need no end at t..t+h-2 and t+h-1 < 10.
+    assert err.count.tolist() == [20, (9 - 1) + (9 - 2), (8 - 2) + (8 - 4)]
+    # Thinned: all 20 one-step windows, then 5 evenly spaced starts, still within episodes.
+    thin = PlantedModel().open_loop_errors(*data, horizon=3, max_starts=5)
+    assert thin.count[0] == 20 and 0 < thin.count[2] <= thin.count[1] <= 5
+    wrong = PlantedModel(da=0.02).open_loop_errors(*data, horizon=3, max_starts=5)
+    assert np.all(thin.obs < 1e-4) and wrong.obs[0] == pytest.approx(
+        PlantedModel(da=0.02).open_loop_errors(*data, horizon=1).obs[0])
+    # Too long to fit in any episode: NaN, not a crossing.
+    short = trajectories(T=3, N=1, done_at=[(0, 0), (1, 0)])
+    assert np.isnan(PlantedModel().open_loop_errors(*short, horizon=2).obs[1])
 
 
 # ---------------------------------------------------------------------------------- ModelEnv

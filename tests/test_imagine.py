@@ -1,14 +1,17 @@
 """Imagined branches: per-branch GAE, cuts at the disagreement threshold, Dyna-CPPO on the toy task."""
 
 import csv
+import math
 
 import numpy as np
+import pytest
 import torch
 
 from dynacppo_lite.config import TOY_CONTROL, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.imagine import imagine_branches
+from dynacppo_lite.imagine import advantage_agreement, imagine_branches
 from dynacppo_lite.nets import ActorCritic
+from dynacppo_lite.runlog import CSV_COLUMNS
 from dynacppo_lite.train import train
 
 GAE = dict(gamma=0.9, lam=0.8, cost_gamma=0.9, cost_lam=0.8)
@@ -90,7 +93,7 @@ def test_branches_are_cut_where_the_model_truncates():
 def test_dyna_cppo_learns_toy_task_under_the_limit(tmp_path):
     cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=20_000, num_envs=1,
                  steps_per_iter=1_000, log_dir=str(tmp_path), pi_lr=3e-3, model_start_iter=3,
-                 model_hidden=(64, 64), seed=2, **TOY_CONTROL)
+                 model_hidden=(64, 64), seed=3, **TOY_CONTROL)
     run_dir = train(cfg)
     with open(run_dir / "progress.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -106,3 +109,67 @@ def test_dyna_cppo_learns_toy_task_under_the_limit(tmp_path):
         again = list(csv.DictReader(f))
     assert [r["ep_return"] for r in again] == [r["ep_return"] for r in table]
     assert [r["loss_dyn_holdout"] for r in again] == [r["loss_dyn_holdout"] for r in table]
+
+
+def read_csv(run_dir) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+DYNA_COLUMNS = {"loss_dyn_train", "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k",
+                "dyn_err_rew_1", "dyn_err_rew_k", "dyn_err_cost_1", "dyn_err_cost_k",
+                "imagined_frac", "imagined_cost_rate", "real_cost_rate", "imag_adv_r_scale",
+                "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr", "branch_len_mean"}
+
+
+def test_imagined_frac_zero_is_cppo_bit_for_bit_with_the_model_measured(tmp_path):
+    """The control run: the model is fitted and measured, and nothing else changes."""
+    common = dict(env_id=TOY_ENV_ID, total_steps=6_000, num_envs=1, steps_per_iter=1_000,
+                  log_dir=str(tmp_path), model_start_iter=2, model_hidden=(32, 32), seed=3,
+                  **TOY_CONTROL)
+    cppo = read_csv(train(Config(algo="cppo", **common)))
+    dyna = read_csv(train(Config(algo="dyna-cppo", imagined_frac=0.0, **common)))
+    assert {c for c in CSV_COLUMNS if all(r[c] == "" for r in cppo)} == DYNA_COLUMNS | {"lagrange"}
+    shared = [c for c in CSV_COLUMNS if c not in DYNA_COLUMNS and not c.startswith("t_")
+              and c not in ("sps", "time_s")]
+    assert {"ep_return", "ep_cost", "kl", "loss_pi", "loss_vr", "estep_angle"} <= set(shared)
+    for c in shared:
+        assert [r[c] for r in dyna] == [r[c] for r in cppo], c
+    # Fitted from the first iteration, measured on fresh data from the second, probed (and
+    # imagining nothing) from model_start_iter.
+    assert all(r["loss_dyn_holdout"] != "" and r["real_cost_rate"] != "" for r in dyna)
+    assert dyna[0]["dyn_err_obs_1"] == "" and all(float(r["dyn_err_obs_1"]) > 0 for r in dyna[1:])
+    probed = [r for r in dyna if int(r["iteration"]) >= 2]
+    assert all(float(r["imagined_frac"]) == 0 and r["imagined_cost_rate"] == "" for r in probed)
+    assert all(-1 <= float(r["imag_adv_r_corr"]) <= 1 and float(r["imag_adv_r_scale"]) > 0
+               for r in probed)
+    assert all(r["imag_adv_r_corr"] == "" for r in dyna[:2])
+
+
+def test_advantage_agreement_is_the_std_ratio_and_the_correlation():
+    real = torch.tensor([1.0, -2.0, 3.0, 0.5, -1.0])
+    assert advantage_agreement(3 * real + 1, real) == pytest.approx((3.0, 1.0))
+    assert advantage_agreement(-0.5 * real, real) == pytest.approx((0.5, -1.0))
+    noisy = real + torch.tensor([0.5, 0.5, -0.5, -0.5, 0.0])
+    scale, corr = advantage_agreement(noisy, real)
+    assert 0.5 < corr < 1.0 and scale == pytest.approx(float(noisy.std() / real.std()))
+    assert all(math.isnan(x) for x in advantage_agreement(torch.ones(5), real))
+
+
+def test_first_act_and_generator_drive_the_actions_not_the_global_rng():
+    agent = ActorCritic(2, 1)
+    starts = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    first = torch.tensor([[0.7], [-0.3]])
+
+    def branches(seed):
+        return imagine_branches(ScriptedModel(), agent, starts, 3, lambda x: x, low=np.array([-1.0]),
+                                high=np.array([1.0]), first_act=first,
+                                generator=torch.Generator().manual_seed(seed), **GAE)
+
+    global_state = torch.get_rng_state()
+    br, again, other = branches(0), branches(0), branches(1)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(br.act[0], first) and torch.equal(br.act, again.act)
+    assert not torch.equal(br.act[1:], other.act[1:])
+    expected = agent.pi.log_prob(agent.pi(br.obs[0]), first)
+    torch.testing.assert_close(br.logp[0], expected)

@@ -109,12 +109,19 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
               target_kl: float | None = None) -> Path:
     """Return and cost (mean and min-max over seeds, the reference curve dotted) and, under
     them, ``plots.plot_diagnostics``: the cost estimate with its standard error, the
-    controller's output, the realised KL and the M-step's reach."""
+    controller's output, the realised KL and the M-step's reach. When a dyna-cppo run is
+    among them, a third row: ``plots.plot_dyna_diagnostics`` (the model's errors on fresh
+    data, imagined vs real cost rate and advantages)."""
     import matplotlib.pyplot as plt
 
-    from dynacppo_lite.plots import plot_diagnostics
+    from dynacppo_lite.plots import plot_diagnostics, plot_dyna_diagnostics
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    dyna = any(json.loads((d / "config.json").read_text())["algo"] == "dyna-cppo"
+               for dirs in runs.values() for d in dirs)
+    fig = plt.figure(figsize=(15, 10.5 if dyna else 7))
+    grid = fig.add_gridspec(3 if dyna else 2, 12)
+    axes = np.array([[fig.add_subplot(grid[row, 4 * col:4 * col + 4]) for col in range(3)]
+                     for row in range(2)])
     ax_ret, ax_cost = axes[0, 0], axes[0, 1]
     for label, dirs in runs.items():
         dfs = [pd.read_csv(d / "progress.csv") for d in dirs]
@@ -136,6 +143,9 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     plot_diagnostics(runs, axes=[axes[0, 2], *axes[1]], cost_limit=cost_limit, target_kl=target_kl)
+    if dyna:
+        plot_dyna_diagnostics(runs, axes=[fig.add_subplot(grid[2, 3 * col:3 * col + 3])
+                                          for col in range(4)])
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
