@@ -199,6 +199,9 @@ class Config:
     """Cut a branch where the ensemble's disagreement (normalised units) exceeds this."""
     imagined_critics: bool = True
     """Train the critics on imagined samples too."""
+    imagined_policy: bool = True
+    """Give imagined samples to the E-step and M-step too (False: they train the critics only,
+    and the policy learns from real advantages alone)."""
 
     @property
     def kl_budget(self) -> float:
@@ -244,6 +247,9 @@ class Config:
             (self.model_horizon >= 1, f"model_horizon must be >= 1, got {self.model_horizon}"),
             (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.imagined_policy or self.imagined_critics,
+             "imagined_policy and imagined_critics are both off: imagined samples would go "
+             "unused (set imagined_frac=0 instead)"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]
         for ok, message in checks:

@@ -522,6 +522,7 @@ class Trainer:
                       adv_c=adv.adv_c.reshape(n_real), ret_r=adv.ret_r.reshape(n_real),
                       ret_c=adv.ret_c.reshape(n_real),
                       critic_mask=torch.ones(n_real, dtype=torch.bool, device=self.device))
+        critic_batch = batch
         row: dict[str, Any] = {}
         times = {"t_collect": t_collect - t0, "t_model": 0.0, "t_imagine": 0.0}
         if self.dyna is not None:
@@ -532,7 +533,9 @@ class Trainer:
             row.update(dyna_row)
             times.update(t_model=t_model, t_imagine=t_imagine)
             if imagined is not None:
-                batch = batch.cat(imagined)
+                critic_batch = batch.cat(imagined)
+                if cfg.imagined_policy:
+                    batch = critic_batch
         t_e0 = time.perf_counter()
 
         v = after_epoch = None
@@ -588,7 +591,7 @@ class Trainer:
         t_m = time.perf_counter()
         if v is not None:
             self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
-        loss_vr, loss_vc = update_critics(agent, self.vf_opt, batch, cfg, self.gen)
+        loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()
         self.elapsed += t_end - t0
         row.update(

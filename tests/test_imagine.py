@@ -173,3 +173,25 @@ def test_first_act_and_generator_drive_the_actions_not_the_global_rng():
     assert not torch.equal(br.act[1:], other.act[1:])
     expected = agent.pi.log_prob(agent.pi(br.obs[0]), first)
     torch.testing.assert_close(br.logp[0], expected)
+
+
+@pytest.mark.parametrize("imagined_policy", [True, False])
+def test_imagined_samples_reach_the_estep_only_with_imagined_policy(tmp_path, imagined_policy):
+    """imagined_policy=False: the E-step sees the real batch alone, the critics the imagined too."""
+    from dynacppo_lite.estep import solve_estep
+
+    sizes = []
+
+    def counting_estep(adv_r, adv_c, **kw):
+        sizes.append(len(adv_r))
+        return solve_estep(adv_r, adv_c, **kw)
+
+    cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=3_000, num_envs=1,
+                 steps_per_iter=1_000, log_dir=str(tmp_path), model_start_iter=1,
+                 model_hidden=(32, 32), imagined_policy=imagined_policy, **TOY_CONTROL)
+    rows = read_csv(train(cfg, estep=counting_estep))
+    assert sizes[0] == 1_000
+    assert all(float(r["imagined_frac"]) > 0 for r in rows[1:])  # imagined every time...
+    assert all((n > 1_000) == imagined_policy for n in sizes[1:])  # ... the E-step saw them or not
+    with pytest.raises(ValueError, match="unused"):
+        Config(imagined_policy=False, imagined_critics=False).validate()
