@@ -48,7 +48,7 @@ import os
 SMOKE = os.environ.get("DYNACPPO_SMOKE", "0") == "1"  # CI runs every notebook with DYNACPPO_SMOKE=1
 SEED = 0
 N = 256  # batch size of the synthetic batches (the E-step itself is O(N) per pass)
-# delta' of appendix E at the paper's KL 0.02 (the package defaults to 0.005 for its linear M-step: see Config.kl)
+# delta' of appendix E at the paper's KL 0.02 (the package's default is 0.005: see Config.kl)
 KL_BUDGET = 0.02 / (2 * 0.6931471805599453 - 1)
 LOWER_BOUND = 0.4  # b of Algorithm 1 (paper Table 2)
 N_SLSQP = 30 if SMOKE else 80  # size of the batch we hand to scipy's general solver
