@@ -327,7 +327,8 @@ class DynamicsEnsemble(nn.Module):
     @torch.no_grad()
     def open_loop_errors(self, obs: ArrayLike, act: ArrayLike, rew: ArrayLike, cost: ArrayLike,
                          next_obs: ArrayLike, done: ArrayLike, horizon: int,
-                         max_starts: int | None = None) -> OpenLoopErrors:
+                         max_starts: int | None = None,
+                         predict_no_change: bool = False) -> OpenLoopErrors:
         """:class:`OpenLoopErrors` at h = 1..``horizon`` on T steps of N parallel trajectories.
 
         obs/next_obs (T, N, obs_dim), act (T, N, act_dim), rew/cost/done (T, N), time first (a
@@ -336,7 +337,9 @@ class DynamicsEnsemble(nn.Module):
         from t may use step t + j only if no episode ended at t..t+j-1, and never steps past T.
         ``max_starts``: windows longer than one step continue from at most this many evenly
         spaced starts (h = 1 still scores every transition): the cost drops from T N h to
-        T N + max_starts (h - 1) predictions.
+        T N + max_starts (h - 1) predictions. ``predict_no_change``: score the baseline
+        s^ = s, r^ = c^ = 0 instead of the model, on the same windows and in the same units (the
+        fitted model's ``out_std``).
         """
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -362,7 +365,8 @@ class DynamicsEnsemble(nn.Module):
             if len(t0) == 0:
                 break
             t = t0 + j
-            mean = self.predict(s, act[t, n])[0].mean(0)
+            mean = (torch.zeros(len(t0), d + 2, device=self.device) if predict_no_change
+                    else self.predict(s, act[t, n])[0].mean(0))
             s = s + mean[:, :d]
             pred_r, pred_c = pred_r + mean[:, d], pred_c + mean[:, d + 1]
             real_r, real_c = real_r + rew[t, n], real_c + cost[t, n]

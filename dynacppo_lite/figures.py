@@ -8,7 +8,7 @@ all and returns the paths.
 =================================  ===========================================================
 file                               what it shows (notebook)
 =================================  ===========================================================
-01_dynamics_errors.png             compounding error and disagreement of the ensemble (01)
+01_dynamics_errors.png             open-loop errors and disagreement of the ensemble (01)
 02_gae_perfect_critic.png          termination vs truncation with a perfect critic (02)
 02_gae_bootstrap.png               the same on a real rollout, reward and cost (02)
 02_advantage_scatter.png           reward vs cost advantages of a real rollout (02)
@@ -110,13 +110,16 @@ def random_transitions(env_id: str, steps: int, seed: int = 0) -> dict[str, np.n
 
 # ---------------------------------------------------------------------------------- figures
 def fig_dynamics(smoke: bool = False, seed: int = 0):
-    """01: fit the ensemble on random-policy transitions; compounding error and disagreement."""
+    """01: fit the ensemble on random-policy transitions; its open-loop errors against
+    predict-no-change, and ModelEnv's disagreement along branches and after one step."""
     import matplotlib.pyplot as plt
     import torch
 
+    from dynacppo_lite.config import Config
     from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
-    from dynacppo_lite.plots import compounding_error, plot_compounding_error, plot_disagreement
+    from dynacppo_lite.plots import plot_branch_disagreement, plot_disagreement, plot_open_loop_errors
 
+    cfg = Config()
     env_id = SMOKE_ENV if smoke else FULL_ENV
     data = random_transitions(env_id, 2_000 if smoke else 20_000, seed)
     test = random_transitions(env_id, 500 if smoke else 3_000, seed + 1)
@@ -125,18 +128,23 @@ def fig_dynamics(smoke: bool = False, seed: int = 0):
                            seed=seed)
     ens.fit(data["obs"], data["act"], data["rew"], data["cost"], data["next_obs"],
             max_epochs=10 if smoke else 60)
-    horizon = 10 if smoke else 25
-    model_err, base_err = compounding_error(ens, test["obs"], test["act"], test["next_obs"],
-                                            test["done"], horizon)
-    model_env = ModelEnv(ens, kappa=1.0, generator=torch.Generator().manual_seed(seed))
-    model_env.reset(test["obs"])
-    *_, info = model_env.step(test["act"])
-    mean, _ = ens.predict(test["obs"], test["act"])
-    pred = test["obs"] + mean.mean(0)[:, :obs_dim].numpy()
-    err = ((pred - test["next_obs"]) ** 2).mean(1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    plot_compounding_error(model_err, base_err, ax=axes[0], title=f"compounding error, {env_id}")
-    plot_disagreement(info["disagreement"].numpy(), err, threshold=1.0, ax=axes[1])
+    horizon, k = (10 if smoke else 25), cfg.model_horizon
+    real = [test[key][:, None] for key in ("obs", "act", "rew", "cost", "next_obs", "done")]
+    errors = ens.open_loop_errors(*real, horizon)
+    baseline = ens.open_loop_errors(*real, horizon, predict_no_change=True)
+    starts = np.arange(len(test["obs"]) - k + 1)
+    model_env = ModelEnv(ens, kappa=cfg.kappa, disagreement_threshold=cfg.disagreement_threshold,
+                         generator=torch.Generator().manual_seed(seed))
+    model_env.reset(test["obs"][starts])
+    branch_dis = np.stack([model_env.step(test["act"][starts + j])[-1]["disagreement"].numpy()
+                           for j in range(k)])  # (k, B); its first row: one step from real states
+    mean, _ = ens.predict(test["obs"][starts], test["act"][starts])
+    pred = test["obs"][starts] + mean.mean(0)[:, :obs_dim].numpy()
+    err = ((pred - test["next_obs"][starts]) ** 2).mean(1)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    plot_open_loop_errors(errors, baseline, axes=axes[0], title=f"{env_id}: ", model_horizon=k)
+    plot_branch_disagreement(branch_dis, cfg.disagreement_threshold, axes=axes[1, :2])
+    plot_disagreement(branch_dis[0], err, threshold=cfg.disagreement_threshold, ax=axes[1, 2])
     fig.tight_layout()
     return fig
 

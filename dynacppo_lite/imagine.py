@@ -60,6 +60,12 @@ class Branches:
     """(B,) steps kept per branch."""
 
 
+def kept_steps(ended: torch.Tensor) -> torch.Tensor:
+    """The steps of each branch that enter the batch: ``ended`` (k, B) bool (terminated or
+    truncated at that step) to (k, B) bool, True up to and including each column's first end."""
+    return torch.cumsum(ended.int(), 0) - ended.int() == 0
+
+
 def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.Tensor,
                      horizon: int, normalize: Any, *, gamma: float, lam: float, cost_gamma: float,
                      cost_lam: float, low: np.ndarray, high: np.ndarray,
@@ -99,9 +105,7 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
     obs_t, act_t = torch.stack(obs_n), torch.stack(acts)
     term_t, trunc_t = torch.stack(terms), torch.stack(truncs)
     trunc_t[-1] = True  # every branch bootstraps at its horizon
-    ended = term_t | trunc_t
-    # Keep steps up to and including the first end of each branch.
-    valid = torch.cumsum(ended.int(), 0) - ended.int() == 0
+    valid = kept_steps(term_t | trunc_t)
     gae = dual_gae(torch.stack(rews), torch.stack(costs), torch.stack(v_r), torch.stack(v_c),
                    torch.stack(nv_r), torch.stack(nv_c), term_t, trunc_t, gamma=gamma, lam=lam,
                    cost_gamma=cost_gamma, cost_lam=cost_lam)

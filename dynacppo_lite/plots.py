@@ -19,7 +19,7 @@ from dynacppo_lite.envs.presets import default_cost_limit
 from dynacppo_lite.runlog import FINAL_FRACTION, final_score, read_progress
 
 if TYPE_CHECKING:
-    from dynacppo_lite.dynamics import DynamicsEnsemble
+    from dynacppo_lite.dynamics import OpenLoopErrors
 
 
 def run_cost_limit(run_dir: str | Path) -> float:
@@ -389,61 +389,67 @@ def plot_mstep_tracking(v: float, lower_clip: float, axes: Sequence[plt.Axes] | 
     return axes
 
 
-def compounding_error(ensemble: DynamicsEnsemble, obs: np.ndarray, act: np.ndarray,
-                      next_obs: np.ndarray, done: np.ndarray, horizon: int,
-                      max_starts: int = 256, seed: int = 0,
-                      normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Open-loop multi-step error of the ensemble mean against the predict-no-change baseline.
-
-    ``obs``/``act``/``next_obs``/``done`` are one env's consecutive transitions (T, ...) in raw
-    units. From up to ``max_starts`` start steps whose next ``horizon`` steps stay inside one
-    episode, the model is fed its own predicted state and the *real* actions; the baseline keeps
-    the start state. Returns (model error, baseline error), each (horizon,): the squared state
-    error k + 1 steps after the start, averaged over starts and state dimensions. With
-    ``normalise`` each dimension's squared error is divided by that dimension's variance over
-    ``obs`` (constant dimensions, variance under 1e-6 of the largest, are left out), so that a
-    few large, noisy sensors (e.g. Safety-Gymnasium's accelerometer) do not hide every other
-    dimension; 1 then means "as far off as a random state".
-    """
-    import torch
-
-    obs, act, next_obs = (np.asarray(x, dtype=np.float32) for x in (obs, act, next_obs))
-    done = np.asarray(done, dtype=bool)
-    T = len(obs)
-    ok = [s for s in range(T - horizon + 1) if not done[s:s + horizon - 1].any()]
-    if not ok:
-        raise ValueError(f"no window of {horizon} steps inside one episode")
-    rng = np.random.default_rng(seed)
-    starts = np.sort(rng.choice(ok, size=min(max_starts, len(ok)), replace=False))
-    d = ensemble.obs_dim
-    var = obs.var(0)
-    keep = var > 1e-6 * var.max() if normalise else np.ones(d, dtype=bool)
-    scale = var[keep] if normalise else np.ones(int(keep.sum()))
-    state = torch.as_tensor(obs[starts], device=ensemble.device)
-    model_err, base_err = np.zeros(horizon), np.zeros(horizon)
-    for k in range(horizon):
-        mean, _ = ensemble.predict(state, act[starts + k])
-        state = state + mean.mean(0)[:, :d]
-        target = next_obs[starts + k][:, keep]
-        model_err[k] = float((((state.cpu().numpy()[:, keep] - target) ** 2) / scale).mean())
-        base_err[k] = float((((obs[starts][:, keep] - target) ** 2) / scale).mean())
-    return model_err, base_err
+#: What :func:`plot_open_loop_errors` draws, one panel per ``OpenLoopErrors`` field: (field,
+#: title, y label); the units are those of the trainer's ``dyn_err_*`` columns.
+OPEN_LOOP_PANELS = (("obs", "state", "RMS error / typical one-step change"),
+                    ("rew", "reward", "RMSE of the h-step sum (env units)"),
+                    ("cost", "cost", "RMSE of the h-step sum (env units)"))
 
 
-def plot_compounding_error(model_err: np.ndarray, baseline_err: np.ndarray,
-                           ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
-    """Multi-step (open-loop) state error of the model and of predict-no-change, log scale."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.8, 3.4))
-    k = np.arange(1, len(model_err) + 1)
-    ax.plot(k, model_err, marker="o", label="ensemble mean, own predictions fed back")
-    ax.plot(k, baseline_err, marker="s", ls="--", label="predict no change (s' = s)")
-    ax.set_yscale("log")
-    ax.set(xlabel="steps ahead k", ylabel="state error / state variance",
-           title=title or "compounding error")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return ax
+def plot_open_loop_errors(errors: OpenLoopErrors, baseline: OpenLoopErrors | None = None,
+                          axes: Sequence[plt.Axes] | None = None, title: str = "",
+                          model_horizon: int | None = None) -> Sequence[plt.Axes]:
+    """``DynamicsEnsemble.open_loop_errors`` against the horizon h = 1..k: one panel each for
+    the state, reward and cost error (each field a (k,) array, drawn as is), and ``baseline``
+    (the same call with ``predict_no_change=True``) dashed. The points at h = 1 and h = k are
+    what the trainer logs as ``dyn_err_*_1`` and ``dyn_err_*_k``; ``model_horizon``, if given,
+    marks h = k with a dotted line. ``title`` prefixes each panel's title. Returns the three
+    axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(OPEN_LOOP_PANELS), figsize=(13, 3.4))
+    for ax, (key, name, ylabel) in zip(axes, OPEN_LOOP_PANELS, strict=True):
+        h = np.arange(1, len(getattr(errors, key)) + 1)
+        ax.plot(h, getattr(errors, key), marker="o", label="ensemble mean, own states fed back")
+        if baseline is not None:
+            ax.plot(h, getattr(baseline, key), marker="s", ls="--",
+                    label="predict no change (s' = s, r = c = 0)")
+        if model_horizon is not None:
+            ax.axvline(model_horizon, color="k", ls=":", lw=1,
+                       label=f"h = k = model_horizon = {model_horizon}")
+        ax.set(xlabel="steps ahead h", ylabel=ylabel, title=f"{title}{name}")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return axes
+
+
+def plot_branch_disagreement(disagreement: np.ndarray, threshold: float,
+                             axes: Sequence[plt.Axes] | None = None) -> Sequence[plt.Axes]:
+    """``ModelEnv``'s disagreement along imagined branches, ``disagreement`` (k, B): step j of
+    branch b at [j, b]. Left, a histogram of all k B values (log bins); right, its median and
+    90 % quantile over the branches at each step j = 1..k. Both draw ``threshold`` (above it
+    ModelEnv cuts the branch) dashed. Returns the two axes."""
+    d = np.asarray(disagreement, dtype=np.float64)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax_hist, ax_step = axes
+    finite = d[np.isfinite(d) & (d > 0)]
+    lo, hi = min(finite.min(), threshold), max(finite.max(), threshold)
+    ax_hist.hist(finite, bins=np.geomspace(lo / 1.1, hi * 1.1, 40), alpha=0.7)
+    ax_hist.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax_hist.set(xscale="log", xlabel="disagreement (std of members / typical step)",
+                ylabel="imagined steps",
+                title=f"all steps, none cut: {np.mean(d > threshold):.1%} above the threshold")
+    steps = np.arange(1, d.shape[0] + 1)
+    for q, style in ((50, "-"), (90, "--")):
+        ax_step.plot(steps, np.percentile(d, q, axis=1), style, marker="o", label=f"{q} % quantile")
+    ax_step.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax_step.set(yscale="log", xlabel="step j of the branch", ylabel="disagreement",
+                title="disagreement along the branches")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    return axes
 
 
 def plot_disagreement(disagreement: np.ndarray, error: np.ndarray, threshold: float | None = None,

@@ -26,7 +26,8 @@
 # 2. fit the probabilistic ensemble `dynacppo_lite.dynamics.DynamicsEnsemble` and read its
 #    held-out loss;
 # 3. measure its one-step error, and its multi-step (compounding) error when it is fed its own
-#    predictions, against the simplest baseline there is: *predict no change*;
+#    predictions, against the simplest baseline there is: *predict no change*; and read the
+#    same errors in the trainer's log (`dyn_err_*`);
 # 4. explain what the members' *disagreement* measures and how `ModelEnv` turns it into a
 #    pessimistic imagined cost (`kappa`) and into cut branches.
 #
@@ -47,7 +48,7 @@ N_TRAIN = 3_000 if SMOKE else 40_000  # real transitions to fit on
 N_TEST = 1_000 if SMOKE else 5_000  # fresh transitions to measure on
 HIDDEN = (64, 64) if SMOKE else (200, 200)  # per member (the trainer's default is (200, 200))
 MAX_EPOCHS = 15 if SMOKE else 100
-HORIZON = 10 if SMOKE else 30  # steps of the open-loop (compounding) test
+HORIZON = 10 if SMOKE else 30  # steps of the open-loop (compounding) test, >= model_horizon
 
 # %%
 import matplotlib.pyplot as plt
@@ -55,11 +56,14 @@ import numpy as np
 import torch
 
 from dynacppo_lite import make_env
+from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
 from dynacppo_lite.exercises import check_one_step_error
 from dynacppo_lite.figures import figure_path
-from dynacppo_lite.plots import compounding_error, plot_compounding_error, plot_disagreement
+from dynacppo_lite.imagine import kept_steps
+from dynacppo_lite.plots import plot_branch_disagreement, plot_disagreement, plot_open_loop_errors
 
+cfg = Config()  # the trainer's defaults: model_horizon, kappa, disagreement_threshold
 _ = torch.manual_seed(SEED)
 torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
 print(f"task: {ENV_ID}, smoke mode: {SMOKE}")
@@ -146,24 +150,46 @@ for name, cols in (("state change", slice(0, obs_dim)), ("reward", obs_dim), ("c
     print(f"  {name:>12}: model {err:.5f}   no-change {base:.5f}")
 
 # %% [markdown]
-# ## 1.4 Compounding error
+# ## 1.4 Compounding error, as the trainer measures it
 #
-# An imagined branch feeds the model its own predictions: step $k$ starts from the model's
-# state after step $k - 1$, so errors compound. `plots.compounding_error` runs the ensemble
-# mean open-loop with the *real* actions from many start states and compares, $k$ steps ahead,
-# with the real state; the baseline keeps the start state. Each state dimension's squared error
-# is divided by that dimension's variance, so that a few large, noisy sensors (the accelerometer
-# of Safety-Gymnasium's robots) do not drown the rest. Where the model curve crosses the
-# baseline, imagined branches stop being better than assuming nothing happens: that is why
-# Dyna-CPPO (like MBPO) keeps branches short (`Config.model_horizon`).
+# An imagined branch feeds the model its own predictions: step $h$ starts from the model's
+# state after step $h - 1$, so errors compound. `DynamicsEnsemble.open_loop_errors` runs the
+# ensemble mean open loop with the *real* actions from every start of a real trajectory (a
+# window never crosses an episode end) and scores it $h$ steps ahead: the state error as the
+# RMS over dimensions in units of the model's typical one-step change (`out_std`, the unit of
+# the disagreement in 1.5), and the reward and cost errors as the RMSE of the $h$-step *sums*
+# in env units, i.e. how far off a branch's return would be. `predict_no_change=True` scores
+# the baseline on the same windows. Where the model curve meets the baseline, imagined
+# branches stop being better than assuming nothing happens: that is why Dyna-CPPO (like
+# MBPO) keeps branches short (`Config.model_horizon`).
+#
+# The function takes a rollout's layout, time first: (T, N, ...). Our test set is one env's
+# T consecutive transitions, so N = 1.
 
 # %%
-model_err, base_err = compounding_error(ensemble, test_data["obs"], test_data["act"],
-                                        test_data["next_obs"], test_data["done"], HORIZON)
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-plot_compounding_error(model_err, base_err, ax=ax, title=f"compounding error, {ENV_ID}")
-print("model error grows by a factor", round(float(model_err[-1] / model_err[0]), 2),
-      f"over {HORIZON} steps")
+real = [test_data[key][:, None] for key in ("obs", "act", "rew", "cost", "next_obs", "done")]
+errors = ensemble.open_loop_errors(*real, HORIZON)
+baseline = ensemble.open_loop_errors(*real, HORIZON, predict_no_change=True)
+k = cfg.model_horizon
+_ = plot_open_loop_errors(errors, baseline, title=f"{ENV_ID}: ", model_horizon=k)
+print(f"what the trainer would log here (k = model_horizon = {k}):")
+for key in ("obs", "rew", "cost"):
+    values = getattr(errors, key)
+    print(f"  dyn_err_{key}_1 = {values[0]:.4f}   dyn_err_{key}_k = {values[k - 1]:.4f}   "
+          f"(no change at k: {getattr(baseline, key)[k - 1]:.4f})")
+
+# %% [markdown]
+# Every dyna-cppo iteration, the trainer makes this very call on its fresh real rollout
+# *before* refitting the model on it (`imagine.DynaModel.fresh_errors`, with the starts of the
+# longer windows thinned to `imagine.OPEN_LOOP_STARTS`), so it measures generalisation, not
+# fit. It logs the two ends of these curves: `dyn_err_{obs,rew,cost}_1` at $h = 1$ (the
+# one-step error) and `dyn_err_{obs,rew,cost}_k` at $h = k$ = `model_horizon` (a whole branch).
+# In `bench learning`'s figure of a task, the third row (`plots.plot_dyna_diagnostics`) draws
+# them against environment steps: the first panel the state error, $h = 1$ solid and $h = k$
+# dashed, the second the reward and cost errors in the same style. The gap between a solid
+# and a dashed line is the compounding seen above, a state error near 1 means the model is
+# off by a whole typical step, and a curve that rises during training marks the policy
+# reaching states the model has not learned yet.
 
 # %% [markdown]
 # ## 1.5 Disagreement, pessimistic cost and cut branches
@@ -179,10 +205,11 @@ print("model error grows by a factor", round(float(model_err[-1] / model_err[0])
 # * **cut branches**: where the disagreement exceeds `disagreement_threshold`, the step is
 #   marked truncated and the branch ends there (it bootstraps from the critic instead).
 #
-# Below, first on test states with their real actions, then with actions three times larger
-# than anything seen in training (off the data): disagreement should rise, and with it the
-# pessimistic cost. The last column is the share of branches `ModelEnv` would cut at the
-# trainer's threshold of 1 (often none for a single step; lower the threshold to see it bite).
+# Below, first one step from the test states with their real actions, then with actions three
+# times larger than anything seen in training (off the data): disagreement should rise, and
+# with it the pessimistic cost. `ModelEnv` gets the trainer's `Config().disagreement_threshold`
+# and, in the scatter, `Config().kappa`. The last column is the share of these single steps it
+# would cut.
 
 # %%
 start = torch.as_tensor(test_data["obs"])
@@ -193,13 +220,14 @@ true_err = ((pred_next.numpy() - test_data["next_obs"]) ** 2).mean(1)
 rows = []
 for label, act in (("real actions", real_act), ("3x larger actions", 3 * real_act)):
     for kappa in (0.0, 1.0, 3.0):
-        model_env = ModelEnv(ensemble, kappa=kappa, disagreement_threshold=1.0,
+        model_env = ModelEnv(ensemble, kappa=kappa,
+                             disagreement_threshold=cfg.disagreement_threshold,
                              generator=torch.Generator().manual_seed(SEED))
         model_env.reset(start)
         _, _, cost, _, truncated, info = model_env.step(act)
         rows.append((label, kappa, float(info["disagreement"].median()), float(cost.mean()),
                      float(truncated.float().mean())))
-        if label == "real actions" and kappa == 1.0:
+        if label == "real actions" and kappa == cfg.kappa:
             disagreement = info["disagreement"].numpy()
 
 print(f"real cost rate on these states: {test_data['cost'].mean():.3f}")
@@ -208,19 +236,51 @@ for label, kappa, dis, cost, cut in rows:
     print(f"{label:>18} {kappa:6.1f} {dis:15.3f} {cost:14.3f} {cut:6.1%}")
 
 fig, ax = plt.subplots(figsize=(5, 3.8))
-_ = plot_disagreement(disagreement, true_err, threshold=1.0, ax=ax)
+_ = plot_disagreement(disagreement, true_err, threshold=cfg.disagreement_threshold, ax=ax)
 
 # %% [markdown]
 # Read the table row by row: with `kappa = 0` the imagined cost is the members' mean; raising
 # `kappa` can only raise it, and it raises it most where the members disagree, which is the
-# off-data rows. The trainer uses `Config.kappa = 1` and `Config.disagreement_threshold = 1`.
+# off-data rows. The trainer uses `Config.kappa` and `Config.disagreement_threshold`, both 1.
 #
-# A last picture for the figures folder (full mode only): both error views side by side.
+# One step from a real state is only the start of a branch. The trainer runs `model_horizon`
+# steps in `ModelEnv`, each from the model's own sampled state, and keeps a branch's steps up to
+# and including its first cut (`imagine.kept_steps`, the rule `imagine_branches` applies).
+# Below, branches start from every test state and take the actions recorded after it (the
+# data's policy is uniform random, so these are that policy's draws); the histogram and the
+# quantile curve show the very `info["disagreement"]` that `ModelEnv` compares with the
+# threshold.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-plot_compounding_error(model_err, base_err, ax=axes[0], title=f"compounding error, {ENV_ID}")
-plot_disagreement(disagreement, true_err, threshold=1.0, ax=axes[1])
+starts = np.arange(len(test_data["obs"]) - k + 1)
+model_env = ModelEnv(ensemble, kappa=cfg.kappa, disagreement_threshold=cfg.disagreement_threshold,
+                     generator=torch.Generator().manual_seed(SEED))
+model_env.reset(test_data["obs"][starts])
+branch_dis, branch_cut = [], []
+for j in range(k):
+    *_, truncated, info = model_env.step(test_data["act"][starts + j])
+    branch_dis.append(info["disagreement"])
+    branch_cut.append(truncated)
+branch_dis, kept = torch.stack(branch_dis).numpy(), kept_steps(torch.stack(branch_cut))  # (k, B)
+_ = plot_branch_disagreement(branch_dis, cfg.disagreement_threshold)
+print(f"{1 - kept.float().mean():.1%} of the {k} x {len(starts)} imagined steps would be cut "
+      f"(after their branch's first step above {cfg.disagreement_threshold:g}); "
+      f"mean branch length {kept.sum(0).float().mean():.2f} of {k} steps")
+
+# %% [markdown]
+# The printed share is what the trainer would drop from an imagined batch started from these
+# states: the steps after each branch's first step above the threshold. Where it is near zero
+# the threshold never bites and branches run their full `model_horizon`; the quantile curve
+# shows how many steps it takes the disagreement to climb towards the threshold.
+#
+# A last picture for the figures folder (full mode only): the error and disagreement views
+# together.
+
+# %%
+fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+plot_open_loop_errors(errors, baseline, axes=axes[0], title=f"{ENV_ID}: ", model_horizon=k)
+plot_branch_disagreement(branch_dis, cfg.disagreement_threshold, axes=axes[1, :2])
+plot_disagreement(disagreement, true_err, threshold=cfg.disagreement_threshold, ax=axes[1, 2])
 fig.tight_layout()
 if not SMOKE:
     fig.savefig(figure_path("01_dynamics_errors.png"), dpi=120, bbox_inches="tight")

@@ -237,6 +237,25 @@ def test_open_loop_windows_never_cross_an_episode_end() -> None:
     assert np.isnan(PlantedModel().open_loop_errors(*short, horizon=2).obs[1])
 
 
+def test_predict_no_change_scores_the_baseline_on_the_same_windows_and_units() -> None:
+    data = trajectories(T=12, N=2, done_at=[(5, 1)])
+    obs, _, rew, cost, next_obs, _ = data
+    model = PlantedModel()
+    model.out_std.fill_(2.0)  # the state unit: the model's typical one-step change
+    base = model.open_loop_errors(*data, horizon=2, predict_no_change=True)
+    assert base.count.tolist() == model.open_loop_errors(*data, horizon=2).count.tolist()
+    assert base.obs[0] == pytest.approx(np.sqrt(np.mean(((next_obs - obs) / 2.0) ** 2)), rel=1e-5)
+    assert base.rew[0] == pytest.approx(np.sqrt(np.mean(rew ** 2)), rel=1e-5)
+    # h = 2: s^ = s_t against s_{t+2}, and the real two-step sums against 0; windows from
+    # t = 11 (past the data) and from (5, 1) (its episode ends) are left out.
+    keep = np.ones((11, 2), dtype=bool)
+    keep[5, 1] = False
+    two_cost = (cost[:-1] + cost[1:])[keep]
+    assert base.cost[1] == pytest.approx(np.sqrt(np.mean(two_cost ** 2)), rel=1e-5)
+    assert base.obs[1] == pytest.approx(
+        np.sqrt(np.mean(((next_obs[1:] - obs[:-1])[keep] / 2.0) ** 2)), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------- ModelEnv
 def start_states(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Start states from well inside to far outside the training distribution."""

@@ -9,7 +9,7 @@ import torch
 
 from dynacppo_lite.config import TOY_CONTROL, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.imagine import advantage_agreement, imagine_branches
+from dynacppo_lite.imagine import advantage_agreement, imagine_branches, kept_steps
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.runlog import CSV_COLUMNS
 from dynacppo_lite.train import train
@@ -88,6 +88,12 @@ def test_branches_are_cut_where_the_model_truncates():
     expected = (br.rew[1, 1] + GAE["gamma"] * agent.v_r(obs + torch.tensor([0.0, 1.0]))
                 - agent.v_r(obs)).item()
     assert abs(br.adv_r[1, 1].item() - expected) < 1e-5
+
+
+def test_kept_steps_run_up_to_and_including_the_first_end():
+    ended = torch.tensor([[False, True, False], [True, True, False], [False, False, False]])
+    assert kept_steps(ended).T.tolist() == [[True, True, False], [True, False, False],
+                                            [True, True, True]]
 
 
 def test_dyna_cppo_learns_toy_task_under_the_limit(tmp_path):

@@ -1,0 +1,55 @@
+"""The model-error pictures of notebook 01 draw the numbers they are given."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from dynacppo_lite.dynamics import OpenLoopErrors
+from dynacppo_lite.plots import OPEN_LOOP_PANELS, plot_branch_disagreement, plot_open_loop_errors
+
+
+def errors(scale: float, k: int = 5) -> OpenLoopErrors:
+    h = np.arange(1, k + 1, dtype=float)
+    return OpenLoopErrors(obs=scale * h, rew=2 * scale * h, cost=3 * scale * np.sqrt(h),
+                          count=np.full(k, 10))
+
+
+def test_open_loop_errors_one_panel_per_field_model_and_baseline_lines() -> None:
+    model, base = errors(0.1), errors(1.0)
+    axes = plot_open_loop_errors(model, base, model_horizon=3)
+    assert len(axes) == len(OPEN_LOOP_PANELS) == 3
+    for ax, (key, name, _) in zip(axes, OPEN_LOOP_PANELS, strict=True):
+        model_line, base_line, k_line = ax.get_lines()
+        np.testing.assert_array_equal(model_line.get_xdata(), np.arange(1, 6))
+        np.testing.assert_array_equal(model_line.get_ydata(), getattr(model, key))
+        np.testing.assert_array_equal(base_line.get_ydata(), getattr(base, key))
+        assert list(k_line.get_xdata()) == [3, 3]
+        assert ax.get_title() == name
+    plt.close("all")
+    alone = plot_open_loop_errors(model)  # no baseline, no h = k mark: one line per panel
+    assert [len(ax.get_lines()) for ax in alone] == [1, 1, 1]
+    plt.close("all")
+
+
+def test_branch_disagreement_histogram_quantiles_and_threshold() -> None:
+    rng = np.random.default_rng(0)
+    k, n = 4, 200
+    dis = np.exp(rng.standard_normal((k, n)) + np.arange(k)[:, None] * 0.5 - 1.0)  # (k, B)
+    ax_hist, ax_step = plot_branch_disagreement(dis, threshold=1.0)
+    assert sum(p.get_height() for p in ax_hist.patches) == k * n  # every step in the histogram
+    assert f"{np.mean(dis > 1.0):.1%} above the threshold" in ax_hist.get_title()
+    median, q90, threshold = ax_step.get_lines()
+    np.testing.assert_allclose(median.get_ydata(), np.median(dis, axis=1))
+    np.testing.assert_allclose(q90.get_ydata(), np.percentile(dis, 90, axis=1))
+    assert list(threshold.get_ydata()) == [1.0, 1.0]
+    assert [line.get_xdata()[0] for line in ax_hist.get_lines()] == [1.0]
+    plt.close("all")
+
+
+@pytest.mark.parametrize("threshold", [1e-3, 1e3])
+def test_branch_disagreement_bins_reach_a_threshold_outside_the_data(threshold: float) -> None:
+    dis = np.full((2, 3), 0.5)
+    ax_hist, _ = plot_branch_disagreement(dis, threshold=threshold)
+    lo, hi = ax_hist.patches[0].get_x(), ax_hist.patches[-1].get_x() + ax_hist.patches[-1].get_width()
+    assert lo < threshold < hi
+    plt.close("all")
