@@ -176,7 +176,7 @@ if not SMOKE:
 #   `kl` is the KL the policy update realised and `reach` the slope of $r - 1$ on $v - 1$. The
 #   default M-step (`Config.mstep = "linear"`, notebook 4, section 4.4) takes $v - 1$ as a
 #   direction and pushes along it until `target_kl`, so `kl` sits at the early stop while
-#   `reach` stays at 0.1: the policy follows the E-step's direction, not each sample's target.
+#   `reach` stays at 0.1-0.2: the policy follows the E-step's direction, not each sample's target.
 #   `mstep_cost_change` beside `estep_cost_change` is the first-order cost change the update
 #   bought against the one the E-step asked for;
 # * **PPO-Lag**: `lagrange` is the multiplier $\lambda$ that weighs cost against reward;
