@@ -546,12 +546,18 @@ def plot_diagnostic_frames(frames: Mapping[str, Sequence[pd.DataFrame]],
         ax_est.axhline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
     if target_kl is not None:
         ax_kl.axhline(target_kl, color="k", ls="--", lw=1, label=f"KL early stop {target_kl:g}")
-    for ax, (title, ylabel) in zip(axes, DIAGNOSTIC_PANELS, strict=True):
+    _dress_step_panels(axes, DIAGNOSTIC_PANELS)
+    return axes
+
+
+def _dress_step_panels(axes: Sequence[plt.Axes], panels: Sequence[tuple[str, str]]) -> None:
+    """Title, y label, grid and (where something is labelled) a legend for panels against
+    environment steps; ``panels``: one (title, ylabel) per axis."""
+    for ax, (title, ylabel) in zip(axes, panels, strict=True):
         ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return axes
 
 
 def _column_mean(frames: Sequence[pd.DataFrame], key: str, n: int) -> np.ndarray:
@@ -600,11 +606,7 @@ def plot_dyna_diagnostics(runs: Mapping[str, Sequence[str | Path]],
                                  ("r_scale", "--", "std ratio A"), ("c_scale", ":", "std ratio A_c")):
             draw(ax_adv, f"imag_adv_{key}", style, name)
     ax_adv.axhline(1.0, color="k", lw=0.8, ls=":")
-    for ax, (title, ylabel) in zip(axes, DYNA_PANELS, strict=True):
-        ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    _dress_step_panels(axes, DYNA_PANELS)
     return axes
 
 
