@@ -122,3 +122,13 @@ def test_learning_figure_gets_the_dyna_row_only_with_a_dyna_run(tmp_path):
     for group, height in (({"cppo": runs["cppo"]}, 700), (runs, 1050)):
         out = plot_task(TOY_ENV_ID, group, TOY_COST_LIMIT, tmp_path / f"fig{height}.png")
         assert matplotlib.image.imread(out).shape[0] == height
+
+
+def test_the_mstep_study_solves_the_estep_at_the_papers_kl_whatever_the_default():
+    """The tracking loss's step scales with the E-step's budget: the study must not inherit the
+    trainer's smaller default KL (it did once, and the paper's M-step looked worse than it is)."""
+    from dynacppo_lite.bench.mstep import REFERENCE_POLICY, STUDY_KL, collect_batches
+
+    cfg, _, batches = collect_batches(REFERENCE_POLICY, 1, seed=0, steps=200)
+    assert cfg.kl == STUDY_KL == 0.02
+    assert len(batches) == 1 and len(batches[0].logp) == 200

@@ -62,13 +62,20 @@ MPO_EPS_MEAN, MPO_EPS_STD = 0.02, 2e-4
 REFERENCE_POLICY = Path(__file__).parent / "reference" / "ppolag_SafetyPointGoal1-v0_2e5"
 
 
+#: The E-step's KL in the study: the paper's, for every candidate. The tracking loss's step
+#: shrinks with the E-step's budget (it fits v), the linear M-step's does not (only v - 1's
+#: direction enters), so the trainer's smaller default would handicap the paper's M-step.
+STUDY_KL = 0.02
+
+
 def collect_batches(run_dir: Path, n: int, seed: int,
                     steps: int | None = None) -> tuple[Config, ActorCritic, list[Batch]]:
     """``n`` real batches of ``steps`` steps (default: the run's ``steps_per_iter``) from the
     policy of the run in ``run_dir``. The returned config is today's defaults for that task
-    (the E-step and M-step settings the study compares), not the run's own."""
+    (the E-step and M-step settings the study compares) with the E-step's KL at
+    :data:`STUDY_KL`, not the run's own."""
     run_cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed)
-    cfg = Config(env_id=run_cfg.env_id, steps_per_iter=run_cfg.steps_per_iter)
+    cfg = Config(env_id=run_cfg.env_id, steps_per_iter=run_cfg.steps_per_iter, kl=STUDY_KL)
     device = torch.device("cpu")
     collector = Collector(envs, agent, device, seed=seed)
     batches = []
