@@ -468,3 +468,19 @@ class ModelEnv:
         info = {"disagreement": disagreement, "cost_mean": cost_mean, "cost_std": cost_std,
                 "n_nonfinite": int((~finite).sum())}
         return next_obs.clone(), reward, cost, terminated, truncated, info
+
+    def replay(self, obs: ArrayLike, act: ArrayLike, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branches of ``horizon`` steps from every start t of one recorded trajectory, fed its
+        recorded actions a_t..a_{t+horizon-1}: obs (T, obs_dim), act (T, act_dim). Returns the
+        ``disagreement`` and the ``truncated`` flag of each step, each (horizon, B) with
+        B = T - horizon + 1 starts (step j of the branch from t at [j, t]). Episode ends in the
+        recording are not checked (the branches only measure the model)."""
+        starts = np.arange(len(obs) - horizon + 1)
+        act = np.asarray(act)
+        self.reset(np.asarray(obs)[starts])
+        disagreement, truncated = [], []
+        for j in range(horizon):
+            *_, cut, info = self.step(act[starts + j])
+            disagreement.append(info["disagreement"])
+            truncated.append(cut)
+        return torch.stack(disagreement), torch.stack(truncated)

@@ -135,9 +135,7 @@ def fig_dynamics(smoke: bool = False, seed: int = 0):
     starts = np.arange(len(test["obs"]) - k + 1)
     model_env = ModelEnv(ens, kappa=cfg.kappa, disagreement_threshold=cfg.disagreement_threshold,
                          generator=torch.Generator().manual_seed(seed))
-    model_env.reset(test["obs"][starts])
-    branch_dis = np.stack([model_env.step(test["act"][starts + j])[-1]["disagreement"].numpy()
-                           for j in range(k)])  # (k, B); its first row: one step from real states
+    branch_dis = model_env.replay(test["obs"], test["act"], k)[0].numpy()  # (k, B); row 0: one step
     mean, _ = ens.predict(test["obs"][starts], test["act"][starts])
     pred = test["obs"][starts] + mean.mean(0)[:, :obs_dim].numpy()
     err = ((pred - test["next_obs"][starts]) ** 2).mean(1)

@@ -588,9 +588,8 @@ class Trainer:
                                  after_epoch)
         if v is not None:
             pi_stats["target_used"] = chosen[0] + 1
-        t_m = time.perf_counter()
-        if v is not None:
             self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
+        t_m = time.perf_counter()
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()
         self.elapsed += t_end - t0

@@ -252,18 +252,12 @@ _ = plot_disagreement(disagreement, true_err, threshold=cfg.disagreement_thresho
 # threshold.
 
 # %%
-starts = np.arange(len(test_data["obs"]) - k + 1)
 model_env = ModelEnv(ensemble, kappa=cfg.kappa, disagreement_threshold=cfg.disagreement_threshold,
                      generator=torch.Generator().manual_seed(SEED))
-model_env.reset(test_data["obs"][starts])
-branch_dis, branch_cut = [], []
-for j in range(k):
-    *_, truncated, info = model_env.step(test_data["act"][starts + j])
-    branch_dis.append(info["disagreement"])
-    branch_cut.append(truncated)
-branch_dis, kept = torch.stack(branch_dis).numpy(), kept_steps(torch.stack(branch_cut))  # (k, B)
+branch_dis, branch_cut = model_env.replay(test_data["obs"], test_data["act"], k)  # each (k, B)
+branch_dis, kept = branch_dis.numpy(), kept_steps(branch_cut)
 _ = plot_branch_disagreement(branch_dis, cfg.disagreement_threshold)
-print(f"{1 - kept.float().mean():.1%} of the {k} x {len(starts)} imagined steps would be cut "
+print(f"{1 - kept.float().mean():.1%} of the {k} x {branch_dis.shape[1]} imagined steps would be cut "
       f"(after their branch's first step above {cfg.disagreement_threshold:g}); "
       f"mean branch length {kept.sum(0).float().mean():.2f} of {k} steps")
 

@@ -368,3 +368,19 @@ def test_model_env_sampling_is_seeded(fitted) -> None:
     assert not torch.allclose(outs[0], outs[2])
     with pytest.raises(RuntimeError, match="reset"):
         ModelEnv(ens).step(act)
+
+
+def test_model_env_replay_is_the_step_loop_from_every_start(fitted) -> None:
+    ens, _ = fitted
+    obs, act = start_states(12, seed=4)
+    k = 3
+    replayed = ModelEnv(ens, disagreement_threshold=0.5, generator=torch.Generator().manual_seed(0))
+    dis, cut = replayed.replay(obs.numpy(), act.numpy(), k)
+    assert dis.shape == cut.shape == (k, 12 - k + 1) and cut.dtype == torch.bool
+    by_hand = ModelEnv(ens, disagreement_threshold=0.5, generator=torch.Generator().manual_seed(0))
+    starts = np.arange(12 - k + 1)
+    by_hand.reset(obs[starts])
+    for j in range(k):
+        *_, trunc, info = by_hand.step(act[starts + j])
+        torch.testing.assert_close(dis[j], info["disagreement"])
+        assert torch.equal(cut[j], trunc)
