@@ -202,6 +202,10 @@ class Config:
     imagined_policy: bool = True
     """Give imagined samples to the E-step and M-step too (False: they train the critics only,
     and the policy learns from real advantages alone)."""
+    model_rounds: int = 0
+    """Further E-step/M-step rounds per iteration, each on a fresh imagined batch of
+    ``imagined_frac`` times the real batch size (ME-TRPO's several policy updates per real
+    batch); 0: one update on the real (and imagined) batch."""
 
     @property
     def kl_budget(self) -> float:
@@ -247,6 +251,7 @@ class Config:
             (self.model_horizon >= 1, f"model_horizon must be >= 1, got {self.model_horizon}"),
             (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.model_rounds >= 0, f"model_rounds must be >= 0, got {self.model_rounds}"),
             (self.imagined_policy or self.imagined_critics,
              "imagined_policy and imagined_critics are both off: imagined samples would go "
              "unused (set imagined_frac=0 instead)"),

@@ -228,6 +228,27 @@ class DynaModel:
                                 high=envs.single_action_space.high, first_act=first_act,
                                 generator=self.model_gen)
 
+    def imagined_batch(self, agent: ActorCritic, envs: Any,
+                       n_samples: float) -> tuple[Batch | None, dict[str, float]]:
+        """About ``n_samples`` imagined samples: ``n_samples / model_horizon`` branches (at
+        least one when ``n_samples > 0``; None when it is 0) from buffer states, with the
+        CSV fields ``imagined_frac`` (0 when None), ``imagined_cost_rate`` and
+        ``branch_len_mean``."""
+        cfg = self.cfg
+        n_branches = 0 if n_samples <= 0 else max(1, int(n_samples) // cfg.model_horizon)
+        if not n_branches:
+            return None, {"imagined_frac": 0.0}
+        start = torch.as_tensor(self.buffer.sample(n_branches, self.rng).obs, device=self.device)
+        br = self._branches(agent, envs, start)
+        m = br.valid
+        n_imag = int(m.sum())  # >= n_branches: a branch keeps at least its first step
+        row = {"imagined_cost_rate": float(br.cost[m].mean()),
+               "branch_len_mean": float(br.length.float().mean())}
+        return Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=br.adv_r[m],
+                     adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
+                     critic_mask=torch.full((n_imag,), cfg.imagined_critics,
+                                            device=self.device)), row
+
     def imagine(self, ro: Rollout, adv: DualGAE, agent: ActorCritic,
                 envs: Any) -> tuple[Batch | None, dict[str, float]]:
         """The imagined batch (None with ``imagined_frac = 0``) and its CSV fields.
@@ -243,25 +264,9 @@ class DynaModel:
         """
         cfg = self.cfg
         n_real = ro.rew.numel()
-        row: dict[str, float] = {}
-        batch = None
-        n_branches = 0 if cfg.imagined_frac == 0 else max(
-            1, int(cfg.imagined_frac * n_real) // cfg.model_horizon)
-        if n_branches:
-            start = torch.as_tensor(self.buffer.sample(n_branches, self.rng).obs,
-                                    device=self.device)
-            br = self._branches(agent, envs, start)
-            m = br.valid
-            n_imag = int(m.sum())  # >= n_branches: a branch keeps at least its first step
-            row.update(imagined_frac=n_imag / (n_real + n_imag),
-                       imagined_cost_rate=float(br.cost[m].mean()),
-                       branch_len_mean=float(br.length.float().mean()))
-            batch = Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=br.adv_r[m],
-                          adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
-                          critic_mask=torch.full((n_imag,), cfg.imagined_critics,
-                                                 device=self.device))
-        else:
-            row["imagined_frac"] = 0.0
+        batch, row = self.imagined_batch(agent, envs, cfg.imagined_frac * n_real)
+        if batch is not None:
+            row["imagined_frac"] = len(batch.logp) / (n_real + len(batch.logp))
         rows = torch.as_tensor(self.rng.choice(n_real, min(PROBES, n_real), replace=False),
                                device=self.device)
         start = torch.as_tensor(ro.raw_obs.reshape(n_real, -1), dtype=torch.float32,

@@ -472,6 +472,50 @@ class Trainer:
             adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound, recovery=recovery)
         return est, estep_margin
 
+    def _cppo_update(self, batch: Batch, u: float | None, cost_margin: float, mode: str,
+                     lower_clip: float) -> tuple[float, dict[str, Any], dict[str, float], str]:
+        """E-step on the batch's advantages, then the M-step's epochs towards v*.
+
+        Returns (time the E-step ended, its CSV fields, the M-step's, the mode it chose)."""
+        cfg = self.cfg
+        adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
+        # Section 3.4's multiple targets: the E-step at K increasing budgets; the M-step fits
+        # the smallest one its ratio has not yet moved past (K = 1: the single target).
+        budgets = [cfg.kl_budget * (k + 1) / cfg.estep_targets for k in range(cfg.estep_targets)]
+        solved = [self._estep_at(adv_r, adv_c, budget, u, cost_margin, mode) for budget in budgets]
+        est, estep_margin = solved[-1]
+        t_e1 = time.perf_counter()
+        targets = [torch.as_tensor(e.v, dtype=torch.float32, device=self.device) for e, _ in solved]
+        chosen = [0]
+
+        def target() -> torch.Tensor:
+            return targets[chosen[0]]
+
+        after_epoch = None
+        if len(targets) > 1:
+            def after_epoch(ratio: torch.Tensor) -> None:
+                chosen[0] = choose_target(ratio, budgets)
+        row = dict(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
+                   estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
+                   estep_margin=estep_margin, estep_cost_change=est.cost_change,
+                   reach_est=self.share.value, margin_u=u)
+        if est.mode == "recovery":
+            recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
+                             else recovery_mstep_loss)
+
+            def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
+                return recovery_loss(logp_new, batch.logp[mb], target()[mb], batch.adv_c[mb],
+                                     lower_clip=lower_clip, beta=cfg.beta)
+        else:
+            def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
+                return _check_loss(self.policy_loss(logp_new, batch.logp[mb], target()[mb],
+                                                    lower_clip=lower_clip))
+
+        pi_stats = update_policy(self.agent, self.pi_opt, batch, loss_fn, cfg, lower_clip,
+                                 self.gen, target, after_epoch)
+        pi_stats["target_used"] = chosen[0] + 1
+        return t_e1, row, pi_stats, est.mode
+
     # --- one iteration -----------------------------------------------------------------------
     def iteration(self, it: int) -> dict[str, Any]:
         cfg, agent = self.cfg, self.agent
@@ -523,6 +567,7 @@ class Trainer:
                       ret_c=adv.ret_c.reshape(n_real),
                       critic_mask=torch.ones(n_real, dtype=torch.bool, device=self.device))
         critic_batch = batch
+        imagined = None
         row: dict[str, Any] = {}
         times = {"t_collect": t_collect - t0, "t_model": 0.0, "t_imagine": 0.0}
         if self.dyna is not None:
@@ -538,7 +583,6 @@ class Trainer:
                     batch = critic_batch
         t_e0 = time.perf_counter()
 
-        v = after_epoch = None
         if cfg.algo == "ppo-lag":
             # An iteration with no finished episode brings no new evidence: lambda stays.
             lagrange = self.lagrange.update(cost_est) if fresh else self.lagrange.value
@@ -549,46 +593,17 @@ class Trainer:
                 return ppo_clip_loss(logp_new, batch.logp[mb], adv_pi[mb], cfg.clip_ratio)
 
             row.update(lagrange=lagrange)
+            pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen)
         else:
-            adv_r, adv_c = (x.double().cpu().numpy() for x in (batch.adv_r, batch.adv_c))
-            # Section 3.4's multiple targets: the E-step at K increasing budgets; the M-step fits
-            # the smallest one its ratio has not yet moved past (K = 1: the single target).
-            budgets = [cfg.kl_budget * (k + 1) / cfg.estep_targets for k in range(cfg.estep_targets)]
-            solved = [self._estep_at(adv_r, adv_c, budget, u, cost_margin, mode) for budget in budgets]
-            est, estep_margin = solved[-1]
-            t_e1 = time.perf_counter()
-            mode = est.mode
-            targets = [torch.as_tensor(e.v, dtype=torch.float32, device=self.device) for e, _ in solved]
-            chosen = [0]
-
-            def target() -> torch.Tensor:
-                return targets[chosen[0]]
-
-            if len(targets) > 1:
-                def after_epoch(ratio: torch.Tensor) -> None:
-                    chosen[0] = choose_target(ratio, budgets)
-            v = target
-            row.update(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
-                       estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
-                       estep_margin=estep_margin, estep_cost_change=est.cost_change,
-                       reach_est=self.share.value, margin_u=u)
-            if mode == "recovery":
-                recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
-                                 else recovery_mstep_loss)
-
-                def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return recovery_loss(logp_new, batch.logp[mb], target()[mb], batch.adv_c[mb],
-                                         lower_clip=lower_clip, beta=cfg.beta)
-            else:
-                def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-                    return _check_loss(self.policy_loss(logp_new, batch.logp[mb], target()[mb],
-                                                        lower_clip=lower_clip))
-
-        pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen, v,
-                                 after_epoch)
-        if v is not None:
-            pi_stats["target_used"] = chosen[0] + 1
+            t_e1, estep_row, pi_stats, mode = self._cppo_update(batch, u, cost_margin, mode,
+                                                                 lower_clip)
+            row.update(estep_row)
             self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
+            # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch.
+            for _ in range(cfg.model_rounds if imagined is not None else 0):
+                more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * n_real)
+                _, _, more_stats, _ = self._cppo_update(more, u, cost_margin, mode, lower_clip)
+                row["rounds_kl"] = row.get("rounds_kl", 0.0) + more_stats["kl"]
         t_m = time.perf_counter()
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()

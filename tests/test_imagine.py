@@ -135,7 +135,8 @@ def test_imagined_frac_zero_is_cppo_bit_for_bit_with_the_model_measured(tmp_path
                   **TOY_CONTROL)
     cppo = read_csv(train(Config(algo="cppo", **common)))
     dyna = read_csv(train(Config(algo="dyna-cppo", imagined_frac=0.0, **common)))
-    assert {c for c in CSV_COLUMNS if all(r[c] == "" for r in cppo)} == DYNA_COLUMNS | {"lagrange"}
+    assert ({c for c in CSV_COLUMNS if all(r[c] == "" for r in cppo)}
+            == DYNA_COLUMNS | {"lagrange", "rounds_kl"})
     shared = [c for c in CSV_COLUMNS if c not in DYNA_COLUMNS and not c.startswith("t_")
               and c not in ("sps", "time_s")]
     assert {"ep_return", "ep_cost", "kl", "loss_pi", "loss_vr", "estep_angle"} <= set(shared)
@@ -150,6 +151,23 @@ def test_imagined_frac_zero_is_cppo_bit_for_bit_with_the_model_measured(tmp_path
     assert all(-1 <= float(r["imag_adv_r_corr"]) <= 1 and float(r["imag_adv_r_scale"]) > 0
                for r in probed)
     assert all(r["imag_adv_r_corr"] == "" for r in dyna[:2])
+
+
+def test_model_rounds_update_the_policy_again_on_imagined_batches_only(tmp_path):
+    """ME-TRPO's rounds start with the imagined samples and move the policy further: before
+    model_start_iter the run is the one without rounds, number for number."""
+    common = dict(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=5_000, num_envs=1,
+                  steps_per_iter=1_000, log_dir=str(tmp_path), model_start_iter=2,
+                  model_hidden=(32, 32), seed=3, **TOY_CONTROL)
+    one = read_csv(train(Config(run_name="one", **common)))
+    three = read_csv(train(Config(run_name="three", model_rounds=2, **common)))
+    assert [r["ep_return"] for r in three[:3]] == [r["ep_return"] for r in one[:3]]
+    assert [r["kl"] for r in three[:2]] == [r["kl"] for r in one[:2]]
+    assert all(r["rounds_kl"] == "" for r in one + three[:2])
+    assert all(float(r["rounds_kl"]) > 0 for r in three[2:])
+    assert [r["ep_return"] for r in three] != [r["ep_return"] for r in one]
+    with pytest.raises(ValueError, match="model_rounds must be >= 0"):
+        Config(model_rounds=-1).validate()
 
 
 def test_advantage_agreement_is_the_std_ratio_and_the_correlation():
