@@ -17,6 +17,7 @@ file                               what it shows (notebook)
 04_mstep_clip.png                  the tracking loss and its gradient with the lower clip (04)
 04_mstep_linear.png                tracking vs linear M-step on real batches, epoch by epoch (04)
 05_learning_curves.png             CPPO, PPO-Lag, Dyna-CPPO with the cost limit (05)
+05_dyna_diagnostics.png            what Dyna-CPPO's model contributes, iteration by iteration (05)
 05_policy.gif                      the trained policy, rendered headless (05)
 06_run_browser.png                 the run browser on notebook 5's runs (06)
 train_learning_curve.png           ``make train``'s run, when ``runs/`` holds it (README)
@@ -313,6 +314,19 @@ def fig_learning_curves(run_dirs: list[Path], title: str | None = None):
     return fig
 
 
+def fig_dyna_diagnostics(runs: dict[str, Path]):
+    """05: ``plots.plot_dyna_diagnostics`` for notebook 5's runs ``{algo: run_dir}`` (only the
+    dyna-cppo run logs these columns; the others keep their colours)."""
+    import matplotlib.pyplot as plt
+
+    from dynacppo_lite.plots import plot_dyna_diagnostics
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
+    plot_dyna_diagnostics({algo: [run] for algo, run in runs.items()}, axes=axes)
+    fig.tight_layout()
+    return fig
+
+
 def training_configs(smoke: bool, log_dir: str | Path, seed: int = 0,
                      device: str = "auto", num_envs: int = 1) -> list[Any]:
     """Notebook 05's three runs (CPPO, PPO-Lag, Dyna-CPPO): one budget, one seed.
@@ -435,6 +449,8 @@ def regenerate(out_dir: str | Path | None = None, *, smoke: bool = False,
             runs = train_or_reuse(training_configs(True, tmp, device="cpu"))
             title = f"{SMOKE_ENV}, short runs (notebook 5's full mode trains on {FULL_ENV})"
         paths.append(save(fig_learning_curves(runs, title), "05_learning_curves.png", out_dir))
+        by_algo = {json.loads((Path(r) / "config.json").read_text())["algo"]: Path(r) for r in runs}
+        paths.append(save(fig_dyna_diagnostics(by_algo), "05_dyna_diagnostics.png", out_dir))
         if runs is full:
             paths.append(render_policy_gif(figure_path("05_policy.gif", out_dir),
                                            full[0] / "policy_final.pt"))

@@ -207,10 +207,12 @@ class DynaModel:
             row.update(imagined_row)
         return batch, row, t1 - t0, time.perf_counter() - t1
 
-    def _branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
-                  first_act: torch.Tensor | None = None) -> Branches:
+    def branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
+                  first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
         """Imagined branches from raw start states (B, obs_dim), seen through the envs'
-        current observation normaliser."""
+        current observation normaliser; ``model_env`` (default: a :class:`ModelEnv` of the
+        ensemble) is anything with its ``reset``/``step``, e.g. the simulator itself
+        (``bench model``)."""
         cfg = self.cfg
         mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32, device=self.device)
         std = torch.as_tensor(np.sqrt(envs.obs_rms.var + envs.eps), dtype=torch.float32,
@@ -219,9 +221,10 @@ class DynaModel:
         def normalize(x: torch.Tensor) -> torch.Tensor:
             return torch.clamp((x - mean) / std, -envs.clip, envs.clip)
 
-        model_env = ModelEnv(self.ensemble, kappa=cfg.kappa,
-                             disagreement_threshold=cfg.disagreement_threshold,
-                             generator=self.model_gen)
+        if model_env is None:
+            model_env = ModelEnv(self.ensemble, kappa=cfg.kappa,
+                                 disagreement_threshold=cfg.disagreement_threshold,
+                                 generator=self.model_gen)
         return imagine_branches(model_env, agent, start, cfg.model_horizon, normalize,
                                 gamma=cfg.gamma, lam=cfg.lam, cost_gamma=cfg.cost_gamma,
                                 cost_lam=cfg.cost_lam, low=envs.single_action_space.low,
@@ -239,7 +242,7 @@ class DynaModel:
         if not n_branches:
             return None, {"imagined_frac": 0.0}
         start = torch.as_tensor(self.buffer.sample(n_branches, self.rng).obs, device=self.device)
-        br = self._branches(agent, envs, start)
+        br = self.branches(agent, envs, start)
         m = br.valid
         n_imag = int(m.sum())  # >= n_branches: a branch keeps at least its first step
         row = {"imagined_cost_rate": float(br.cost[m].mean()),
@@ -271,7 +274,7 @@ class DynaModel:
                                device=self.device)
         start = torch.as_tensor(ro.raw_obs.reshape(n_real, -1), dtype=torch.float32,
                                 device=self.device)[rows]
-        probe = self._branches(agent, envs, start, first_act=ro.act.reshape(n_real, -1)[rows])
+        probe = self.branches(agent, envs, start, first_act=ro.act.reshape(n_real, -1)[rows])
         for key in ("r", "c"):
             real = getattr(adv, f"adv_{key}").reshape(n_real)[rows]
             row[f"imag_adv_{key}_scale"], row[f"imag_adv_{key}_corr"] = advantage_agreement(

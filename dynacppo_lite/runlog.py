@@ -14,8 +14,9 @@ A run directory ``<log_dir>/<run_name>/`` holds
   ``dynamics.OpenLoopErrors``);
   ``imagined_cost_rate`` (pessimistic) beside ``real_cost_rate``, mean cost per step;
   ``imag_adv_{r,c}_{scale,corr}`` imagined against real GAE advantages of the same (s, a)
-  (``imagine.DynaModel.imagine``); ``rounds_kl`` the summed approximate KL of the
-  ``model_rounds`` imagined-only updates;
+  (``imagine.DynaModel.imagine``); ``rounds_kept`` how many of the
+  ``model_rounds`` imagined-only updates the real batch accepted, ``rounds_kl`` their summed
+  approximate KL;
 * ``log.txt``: the same numbers as human-readable lines;
 * ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
   leaves the previous checkpoint intact);
@@ -49,7 +50,7 @@ CSV_COLUMNS = [
     "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k", "dyn_err_rew_1", "dyn_err_rew_k",
     "dyn_err_cost_1", "dyn_err_cost_k", "imagined_frac", "imagined_cost_rate", "real_cost_rate",
     "imag_adv_r_scale", "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr",
-    "branch_len_mean", "rounds_kl", "sps",
+    "branch_len_mean", "rounds_kept", "rounds_kl", "sps",
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
     "t_critics",
 ]

@@ -38,6 +38,7 @@ a plug-in that returns the wrong thing stops the run with a one-line ``PluginErr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import sys
@@ -157,6 +158,25 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
         target = v_target() if callable(v_target) else v_target
         out["reach"], out["reach_corr"] = realised_fraction(ratio, target)
     return out
+
+
+@torch.no_grad()
+def real_surrogate(agent: ActorCritic, batch: Batch) -> tuple[float, float]:
+    """First-order change of reward and cost per step that the current policy buys over the
+    batch's behaviour policy, ``(mean((r - 1) A), mean((r - 1) A_c))`` with ``r = pi / pi_old``
+    on the batch's (N,) samples: the units of ``estep_cost_change``."""
+    ratio = (agent.pi.log_prob(agent.pi(batch.obs), batch.act) - batch.logp).exp() - 1
+    return float((ratio * batch.adv_r).mean()), float((ratio * batch.adv_c).mean())
+
+
+def round_kept(before: tuple[float, float], after: tuple[float, float], mode: str,
+               cost_margin: float) -> bool:
+    """Whether an imagined round's update stays: by :func:`real_surrogate` before and after it,
+    in recovery the real cost change must fall; otherwise the real reward change must rise and
+    the cost change rise by no more than the E-step's margin (nothing when it is negative)."""
+    if mode == "recovery":
+        return after[1] < before[1]
+    return after[0] > before[0] and after[1] - before[1] <= max(cost_margin, 0.0)
 
 
 class PluginError(TypeError):
@@ -566,7 +586,7 @@ class Trainer:
                       adv_c=adv.adv_c.reshape(n_real), ret_r=adv.ret_r.reshape(n_real),
                       ret_c=adv.ret_c.reshape(n_real),
                       critic_mask=torch.ones(n_real, dtype=torch.bool, device=self.device))
-        critic_batch = batch
+        critic_batch = real = batch
         imagined = None
         row: dict[str, Any] = {}
         times = {"t_collect": t_collect - t0, "t_model": 0.0, "t_imagine": 0.0}
@@ -599,11 +619,21 @@ class Trainer:
                                                                  lower_clip)
             row.update(estep_row)
             self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
-            # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch.
+            # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch,
+            # kept only where the real batch agrees (the ensemble alone let the policy exploit
+            # the model: see rounds_kept).
             for _ in range(cfg.model_rounds if imagined is not None else 0):
                 more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * n_real)
+                before = real_surrogate(agent, real)
+                saved = copy.deepcopy((agent.pi.state_dict(), self.pi_opt.state_dict()))
                 _, _, more_stats, _ = self._cppo_update(more, u, cost_margin, mode, lower_clip)
-                row["rounds_kl"] = row.get("rounds_kl", 0.0) + more_stats["kl"]
+                after = real_surrogate(agent, real)
+                kept = round_kept(before, after, mode, estep_row["estep_margin"])
+                if not kept:
+                    agent.pi.load_state_dict(saved[0])
+                    self.pi_opt.load_state_dict(saved[1])
+                row["rounds_kept"] = row.get("rounds_kept", 0) + int(kept)
+                row["rounds_kl"] = row.get("rounds_kl", 0.0) + more_stats["kl"] * kept
         t_m = time.perf_counter()
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()

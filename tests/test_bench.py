@@ -132,3 +132,41 @@ def test_the_mstep_study_solves_the_estep_at_the_papers_kl_whatever_the_default(
     cfg, _, batches = collect_batches(REFERENCE_POLICY, 1, seed=0, steps=200)
     assert cfg.kl == STUDY_KL == 0.02
     assert len(batches) == 1 and len(batches[0].logp) == 200
+
+
+def test_simulator_env_steps_like_the_env_from_a_state_set_from_the_observation():
+    """bench model's perfect model: branching from an observation reproduces the real step."""
+    from dynacppo_lite.bench.model import SimulatorEnv
+    from dynacppo_lite.envs.make import single_env_factory
+
+    env = single_env_factory("SafetyHalfCheetahVelocity-v1")()
+    obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        obs, *_ = env.step(rng.uniform(-1, 1, 6))
+    act = rng.uniform(-1, 1, (1, 6))
+    real_next, real_r, real_c, *_ = env.step(act[0])
+    sim = SimulatorEnv("SafetyHalfCheetahVelocity-v1")
+    sim.reset(obs[None])
+    nxt, r, c, term, trunc, _ = sim.step(act)
+    assert np.allclose(nxt[0].numpy(), real_next, atol=1e-5)
+    assert float(r[0]) == pytest.approx(real_r, abs=1e-5) and float(c[0]) == real_c
+    assert not bool(trunc[0])
+    sim.close()
+    with pytest.raises(ValueError, match="observation is the MuJoCo state"):
+        SimulatorEnv("SafetyPointGoal1-v0")
+
+
+def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
+    cli_main(["train", "--algo", "dyna-cppo", "--env", "SafetyHalfCheetahVelocity-v1",
+              "--total-steps", "3000", "--steps-per-iter", "1000", "--log-dir", str(tmp_path),
+              "--run-name", "dyna", "--set", "model_start_iter=1", "--no-progress"])
+    assert cli_main(["bench", "model", "--run", str(tmp_path / "dyna"), "--probes", "16",
+                     "--draws", "2", "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "model.json").read_text())["results"]
+    names = [r["compared"] for r in rows]
+    assert names[:5] == ["sim vs real", "model vs real", "model vs sim", "sim: draw vs draw",
+                         "model: draw vs draw"]
+    assert all(-1 <= r["corr"] <= 1 for r in rows)
+    # The simulator's draws share their first action, so two draws agree more than not.
+    assert rows[3]["corr"] > 0

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+import dynacppo_lite.train as train_module
+from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import TOY_CONTROL, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
 from dynacppo_lite.imagine import advantage_agreement, imagine_branches, kept_steps
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.runlog import CSV_COLUMNS
-from dynacppo_lite.train import train
+from dynacppo_lite.train import real_surrogate, round_kept, train
 
 GAE = dict(gamma=0.9, lam=0.8, cost_gamma=0.9, cost_lam=0.8)
 
@@ -153,21 +155,65 @@ def test_imagined_frac_zero_is_cppo_bit_for_bit_with_the_model_measured(tmp_path
     assert all(r["imag_adv_r_corr"] == "" for r in dyna[:2])
 
 
-def test_model_rounds_update_the_policy_again_on_imagined_batches_only(tmp_path):
-    """ME-TRPO's rounds start with the imagined samples and move the policy further: before
-    model_start_iter the run is the one without rounds, number for number."""
+def test_model_rounds_update_the_policy_again_on_imagined_batches_only(tmp_path, monkeypatch):
+    """ME-TRPO's rounds start with the imagined samples: before model_start_iter the run is the
+    one without rounds, number for number; a round the real batch accepts moves the policy and
+    is counted, one it rejects is undone."""
     common = dict(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=5_000, num_envs=1,
                   steps_per_iter=1_000, log_dir=str(tmp_path), model_start_iter=2,
                   model_hidden=(32, 32), seed=3, **TOY_CONTROL)
     one = read_csv(train(Config(run_name="one", **common)))
-    three = read_csv(train(Config(run_name="three", model_rounds=2, **common)))
-    assert [r["ep_return"] for r in three[:3]] == [r["ep_return"] for r in one[:3]]
-    assert [r["kl"] for r in three[:2]] == [r["kl"] for r in one[:2]]
-    assert all(r["rounds_kl"] == "" for r in one + three[:2])
-    assert all(float(r["rounds_kl"]) > 0 for r in three[2:])
-    assert [r["ep_return"] for r in three] != [r["ep_return"] for r in one]
+    two = read_csv(train(Config(run_name="two", model_rounds=2, **common)))
+    assert [r["ep_return"] for r in two[:3]] == [r["ep_return"] for r in one[:3]]
+    assert [r["kl"] for r in two[:2]] == [r["kl"] for r in one[:2]]
+    assert all(r["rounds_kept"] == "" for r in one + two[:2])
+    assert all(0 <= int(r["rounds_kept"]) <= 2 for r in two[2:])
+
+    moved = []
+    real_load = torch.nn.Module.load_state_dict
+
+    def spy(self, state, *args, **kwargs):
+        moved.append(type(self).__name__)
+        return real_load(self, state, *args, **kwargs)
+
+    for verdict in (True, False):
+        moved.clear()
+        monkeypatch.setattr(train_module, "round_kept", lambda *a, v=verdict: v)
+        monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy)
+        rows = read_csv(train(Config(run_name=f"kept_{verdict}", model_rounds=2, **common)))
+        monkeypatch.setattr(torch.nn.Module, "load_state_dict", real_load)
+        assert all(int(r["rounds_kept"]) == 2 * verdict for r in rows[2:])
+        assert all((float(r["rounds_kl"]) > 0) == verdict for r in rows[2:])
+        # Each rejected round restores the policy: 3 iterations with 2 rounds each.
+        assert moved.count("GaussianPolicy") == (0 if verdict else 6), moved
     with pytest.raises(ValueError, match="model_rounds must be >= 0"):
         Config(model_rounds=-1).validate()
+
+
+def test_a_round_is_kept_where_the_real_batch_agrees():
+    assert round_kept((0.1, 0.0), (0.2, 0.01), "normal", cost_margin=0.02)
+    assert not round_kept((0.1, 0.0), (0.2, 0.03), "normal", cost_margin=0.02)
+    assert not round_kept((0.1, 0.0), (0.2, 0.001), "normal", cost_margin=-0.5)
+    assert not round_kept((0.1, 0.0), (0.05, -0.1), "normal", cost_margin=0.02)
+    assert round_kept((0.1, 0.0), (-1.0, -0.1), "recovery", cost_margin=-0.5)
+    assert not round_kept((0.1, 0.0), (1.0, 0.1), "recovery", cost_margin=-0.5)
+
+
+def test_real_surrogate_is_the_first_order_change_over_the_behaviour_policy():
+    torch.manual_seed(0)
+    agent = ActorCritic(3, 2)
+    obs, act = torch.randn(50, 3), torch.randn(50, 2)
+    with torch.no_grad():
+        logp_now = agent.pi.log_prob(agent.pi(obs), act)
+    logp_old = logp_now + 0.1 * torch.randn(50)
+    adv_r, adv_c = torch.randn(50), torch.randn(50)
+    batch = Batch(obs=obs, act=act, logp=logp_old, adv_r=adv_r, adv_c=adv_c, ret_r=adv_r,
+                  ret_c=adv_c, critic_mask=torch.ones(50, dtype=torch.bool))
+    ratio = torch.exp(logp_now - logp_old)
+    expected = (float(((ratio - 1) * adv_r).mean()), float(((ratio - 1) * adv_c).mean()))
+    assert real_surrogate(agent, batch) == pytest.approx(expected, rel=1e-5)
+    batch.logp = logp_now
+    assert real_surrogate(agent, batch) == pytest.approx((0.0, 0.0), abs=1e-6)
 
 
 def test_advantage_agreement_is_the_std_ratio_and_the_correlation():
