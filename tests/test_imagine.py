@@ -138,7 +138,7 @@ def test_imagined_frac_zero_is_cppo_bit_for_bit_with_the_model_measured(tmp_path
     cppo = read_csv(train(Config(algo="cppo", **common)))
     dyna = read_csv(train(Config(algo="dyna-cppo", imagined_frac=0.0, **common)))
     assert ({c for c in CSV_COLUMNS if all(r[c] == "" for r in cppo)}
-            == DYNA_COLUMNS | {"lagrange", "rounds_kl"})
+            == DYNA_COLUMNS | {"lagrange", "rounds_kept", "rounds_kl"})
     shared = [c for c in CSV_COLUMNS if c not in DYNA_COLUMNS and not c.startswith("t_")
               and c not in ("sps", "time_s")]
     assert {"ep_return", "ep_cost", "kl", "loss_pi", "loss_vr", "estep_angle"} <= set(shared)
