@@ -261,7 +261,10 @@ class DynamicsEnsemble(nn.Module):
                else torch.arange(n_tr).expand(E, -1))
         params = list(self.parameters())
         best_params = [p.detach().clone() for p in params]
-        best = self._holdout_losses(xn_ho, yn_ho)[0] if n_hold else None
+        # Every fit keeps its best epoch (MBPO's snapshots): measured against the weights it
+        # started from, a warm start on mostly familiar data was undone fit after fit and the
+        # model froze (members updated per fit on HalfCheetah: 0 of 5, 25 fits in a row).
+        best = torch.full((E,), math.inf, device=self.device) if n_hold else None
         stale, result = 0, FitResult(math.nan, math.nan, math.nan, math.nan, 0, n_tr, n_hold)
         for _ in range(max_epochs):
             # A fresh order per member and epoch: permute each row of idx independently.

@@ -166,6 +166,21 @@ def test_early_stopping_keeps_best_weights() -> None:
         ens.fit(obs[:1], act[:1], noise[:1, 0], noise[:1, 1], obs[:1])
 
 
+def test_a_warm_fit_keeps_its_best_epoch_even_where_the_holdout_does_not_improve(monkeypatch) -> None:
+    """Bug: each fit measured its epochs against the weights it started from, so a warm start
+    whose held-out loss did not improve was undone, fit after fit (the trainer's model froze
+    on HalfCheetah). A fit now keeps the best of its own epochs, as MBPO does."""
+    obs, act, rew, cost, next_obs = linear_system(400, seed=0)
+    ens = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    ens.fit(obs, act, rew, cost, next_obs, max_epochs=3)
+    before = [p.detach().clone() for p in ens.weights]
+    flat = torch.ones(ens.ensemble_size)
+    monkeypatch.setattr(ens, "_holdout_losses", lambda xn, yn: (flat, flat))
+    ens.fit(obs, act, rew, cost, next_obs, max_epochs=1)
+    for w0, w in zip(before, ens.weights, strict=True):
+        assert (w0 != w.detach()).flatten(1).any(1).all()  # every member moved
+
+
 # ------------------------------------------------------------------------ open-loop errors
 def trajectories(T: int, N: int, done_at: list[tuple[int, int]], seed: int = 0) -> tuple:
     """T steps of N noise-free trajectories of the linear system, time first (a rollout's
