@@ -185,6 +185,8 @@ class Config:
     model_fit_epochs: int = 2
     """Maximum epochs per model fit (fits warm-start, one per iteration from the first; a fit
     stops after an epoch that improves no member's held-out loss by 1 %)."""
+    model_fit_patience: int = 1
+    """Epochs without a 1 % gain in any member's held-out loss before a fit stops."""
     model_fit_samples: int = 6_000
     """Transitions per fit: the newest rollout's, then older ones drawn without replacement
     (bounds the fit time as the buffer grows; 6000 and 2 epochs keep the fit near a quarter
@@ -252,6 +254,8 @@ class Config:
             (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
             (self.model_rounds >= 0, f"model_rounds must be >= 0, got {self.model_rounds}"),
+            (self.model_fit_patience >= 1,
+             f"model_fit_patience must be >= 1, got {self.model_fit_patience}"),
             (self.imagined_policy or self.imagined_critics,
              "imagined_policy and imagined_critics are both off: imagined samples would go "
              "unused (set imagined_frac=0 instead)"),

@@ -114,6 +114,18 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
                     ret_c=gae.ret_c, valid=valid, length=valid.sum(0))
 
 
+def observation_normalizer(envs: Any, device: torch.device | str = "cpu"):
+    """What the policy and critics see of raw states: ``(B, obs_dim) -> (B, obs_dim)``, the
+    envs' current running mean and variance, clipped like the envs' own normaliser."""
+    mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(np.sqrt(envs.obs_rms.var + envs.eps), dtype=torch.float32, device=device)
+
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((x - mean) / std, -envs.clip, envs.clip)
+
+    return normalize
+
+
 def advantage_agreement(imagined: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
     """How imagined advantages compare with real ones at the same M samples, each (M,):
     ``(std(imagined) / std(real), Pearson correlation)``; NaN where a std is 0 (or M < 2).
@@ -182,11 +194,12 @@ class DynaModel:
     def fit(self, n_new: int) -> dict[str, float]:
         """Refit (warm start) on ``model_fit_samples`` transitions: the ``n_new`` newest (the
         rollout just added) and older ones drawn without replacement; at most
-        ``model_fit_epochs`` epochs, stopped early on the held-out loss."""
+        ``model_fit_epochs`` epochs, stopped early on the held-out loss (``model_fit_patience``)."""
         cfg = self.cfg
         data = self.buffer.sample_with_newest(cfg.model_fit_samples, n_new, self.rng)
         fit = self.ensemble.fit(*data[:5], holdout_frac=cfg.model_holdout,
-                                max_epochs=cfg.model_fit_epochs, patience=1, generator=self.gen)
+                                max_epochs=cfg.model_fit_epochs,
+                                patience=cfg.model_fit_patience, generator=self.gen)
         return {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss,
                 "dyn_fit_epochs": fit.epochs}
 
@@ -214,13 +227,7 @@ class DynaModel:
         ensemble) is anything with its ``reset``/``step``, e.g. the simulator itself
         (``bench model``)."""
         cfg = self.cfg
-        mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32, device=self.device)
-        std = torch.as_tensor(np.sqrt(envs.obs_rms.var + envs.eps), dtype=torch.float32,
-                              device=self.device)
-
-        def normalize(x: torch.Tensor) -> torch.Tensor:
-            return torch.clamp((x - mean) / std, -envs.clip, envs.clip)
-
+        normalize = observation_normalizer(envs, self.device)
         if model_env is None:
             model_env = ModelEnv(self.ensemble, kappa=cfg.kappa,
                                  disagreement_threshold=cfg.disagreement_threshold,

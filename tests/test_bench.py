@@ -160,7 +160,8 @@ def test_simulator_env_steps_like_the_env_from_a_state_set_from_the_observation(
 def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     cli_main(["train", "--algo", "dyna-cppo", "--env", "SafetyHalfCheetahVelocity-v1",
               "--total-steps", "3000", "--steps-per-iter", "1000", "--log-dir", str(tmp_path),
-              "--run-name", "dyna", "--set", "model_start_iter=1", "--no-progress"])
+              "--run-name", "dyna", "--set", "model_start_iter=1", "--set", "ensemble_size=1",
+              "--no-progress"])
     assert cli_main(["bench", "model", "--run", str(tmp_path / "dyna"), "--probes", "16",
                      "--draws", "2", "--out", str(tmp_path / "out")]) == 0
     rows = json.loads((tmp_path / "out" / "model.json").read_text())["results"]
@@ -170,3 +171,12 @@ def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     assert all(-1 <= r["corr"] <= 1 for r in rows)
     # The simulator's draws share their first action, so two draws agree more than not.
     assert rows[3]["corr"] > 0
+    # One step with the first action given and one member: deterministic branches are the
+    # same every draw (with more members each step picks a member at random).
+    assert cli_main(["bench", "model", "--run", str(tmp_path / "dyna"), "--probes", "16",
+                     "--draws", "2", "--deterministic", "--horizon", "1", "--refit-epochs", "1",
+                     "--out", str(tmp_path / "det")]) == 0
+    rows = json.loads((tmp_path / "det" / "model.json").read_text())["results"]
+    by_name = {r["compared"]: r for r in rows}
+    assert by_name["sim: draw vs draw"]["corr"] == pytest.approx(1.0)
+    assert by_name["model: draw vs draw"]["corr"] == pytest.approx(1.0)

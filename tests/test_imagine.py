@@ -188,6 +188,8 @@ def test_model_rounds_update_the_policy_again_on_imagined_batches_only(tmp_path,
         assert moved.count("GaussianPolicy") == (0 if verdict else 6), moved
     with pytest.raises(ValueError, match="model_rounds must be >= 0"):
         Config(model_rounds=-1).validate()
+    with pytest.raises(ValueError, match="model_fit_patience must be >= 1"):
+        Config(model_fit_patience=0).validate()
 
 
 def test_a_round_is_kept_where_the_real_batch_agrees():

@@ -14,7 +14,7 @@ the first step's reward advantage:
 - ``model`` vs ``sim``: the model's advantages against the perfect model's, same branches;
 - ``draw vs draw``: two single draws of the same branches, for each (the noise of one draw);
 - one step from the same s with two policy actions a1, a2, the ensemble's mean prediction
-  against the simulator: the difference Q(s, a1) - Q(s, a2) with Q = r + gamma V(s'), its
+  (over members) against the simulator: the difference Q(s, a1) - Q(s, a2) with Q = r + gamma V(s'), its
   reward part, and the next-state difference (mean correlation over dimensions, and the worst
   dimension): how well the model knows what an action changes.
 
@@ -36,7 +36,7 @@ import torch
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
 from dynacppo_lite.envs.make import single_env_factory
-from dynacppo_lite.imagine import advantage_agreement
+from dynacppo_lite.imagine import advantage_agreement, observation_normalizer
 
 
 class SimulatorEnv:
@@ -81,8 +81,14 @@ class SimulatorEnv:
         self.env.close()
 
 
-def compare(run_dir: Path, probes: int, draws: int, seed: int) -> list[dict[str, Any]]:
-    """The table's rows (see the module docstring)."""
+def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic: bool = False,
+            horizon: int | None = None, refit_epochs: int = 0) -> list[dict[str, Any]]:
+    """The table's rows (see the module docstring). Variants of the learned side:
+    ``deterministic`` steps take a random member's mean prediction, without sampled noise;
+    ``horizon`` replaces the run's ``model_horizon``; ``refit_epochs`` > 0 replaces the run's
+    ensemble by a fresh one fitted that many epochs on the run's whole buffer (what more
+    fitting would buy)."""
+    from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
     from dynacppo_lite.train import Trainer
 
     torch.manual_seed(seed)
@@ -90,6 +96,18 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int) -> list[dict[str,
     cfg, dyna = trainer.cfg, trainer.dyna
     if dyna is None:
         raise ValueError(f"{run_dir} is a {cfg.algo} run: bench model needs a dyna-cppo run")
+    if horizon is not None:
+        cfg.model_horizon = horizon
+    if refit_epochs:
+        data = dyna.buffer.all()
+        dyna.ensemble = DynamicsEnsemble(data.obs.shape[1], data.act.shape[1],
+                                         ensemble_size=cfg.ensemble_size, hidden=cfg.model_hidden,
+                                         lr=cfg.model_lr, seed=seed)
+        dyna.ensemble.fit(data.obs, data.act, data.rew, data.cost, data.next_obs,
+                          max_epochs=refit_epochs, patience=5)
+    learned = ModelEnv(dyna.ensemble, kappa=cfg.kappa, deterministic=deterministic,
+                       disagreement_threshold=cfg.disagreement_threshold,
+                       generator=dyna.model_gen)
     sim = SimulatorEnv(cfg.env_id, seed=seed)
     try:
         ro = trainer.collector.collect(trainer.steps_per_env)
@@ -107,7 +125,7 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int) -> list[dict[str,
                                               model_env=model_env).adv_r[0]
                                 for _ in range(draws)])
 
-        model, simulated = advantages(None), advantages(sim)
+        model, simulated = advantages(learned), advantages(sim)
         action_rows = action_effects(trainer, dyna, sim, start)
     finally:
         sim.close()
@@ -125,36 +143,37 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int) -> list[dict[str,
 
 def action_effects(trainer: Any, dyna: Any, sim: SimulatorEnv,
                    start: torch.Tensor) -> list[dict[str, Any]]:
-    """The one-step rows: model (mean prediction) against simulator, differences between two
-    policy actions a1, a2 at the same start states (B, obs_dim)."""
-    from dynacppo_lite.dynamics import ModelEnv
-
+    """The one-step rows: the ensemble's mean prediction (over members) against the simulator,
+    differences between two policy actions a1, a2 at the same start states (B, obs_dim)."""
     envs, agent, gamma = trainer.envs, trainer.agent, trainer.cfg.gamma
-    mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32)
-    std = torch.as_tensor(np.sqrt(envs.obs_rms.var + envs.eps), dtype=torch.float32)
-
-    def normalize(x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((x - mean) / std, -envs.clip, envs.clip)
-
+    normalize = observation_normalizer(envs)
     low, high = (torch.as_tensor(b, dtype=torch.float32)
                  for b in (envs.single_action_space.low, envs.single_action_space.high))
     with torch.no_grad():
         dist = agent.pi(normalize(start))
         acts = [torch.clamp(dist.mean + dist.stddev * torch.randn(dist.mean.shape), low, high)
                 for _ in range(2)]
-    model = ModelEnv(dyna.ensemble, deterministic=True, disagreement_threshold=float("inf"))
+    d = start.shape[1]
 
-    def one_step(env: Any) -> tuple[torch.Tensor, ...]:
+    def model_step(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = dyna.ensemble.predict(start, a)[0].mean(0)
+        return start + y[:, :d], y[:, d]
+
+    def sim_step(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sim.reset(start)
+        nxt, r, *_ = sim.step(a)
+        return nxt, r
+
+    def one_step(step: Any) -> tuple[torch.Tensor, ...]:
         """(Q, r, s') differences between a1 and a2."""
         outs = []
         for a in acts:
-            env.reset(start)
-            nxt, r, *_ = env.step(a)
+            nxt, r = step(a)
             with torch.no_grad():
                 outs.append((r + gamma * agent.values(normalize(nxt))[0], r, nxt))
         return tuple(x - y for x, y in zip(*outs, strict=True))
 
-    (qm, rm, sm), (qs, rs, ss) = one_step(model), one_step(sim)
+    (qm, rm, sm), (qs, rs, ss) = one_step(model_step), one_step(sim_step)
     dims = [advantage_agreement(sm[:, k], ss[:, k])[1] for k in range(ss.shape[1])]
     rows = [{"compared": f"one step, a1 - a2: {name}", "corr": corr, "std_ratio": scale}
             for name, (scale, corr) in (("Q", advantage_agreement(qm, qs)),
@@ -174,12 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=256)
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="no sampled noise: each imagined step is a random member's mean")
+    parser.add_argument("--horizon", type=int, help="branch length (default: the run's)")
+    parser.add_argument("--refit-epochs", type=int, default=0,
+                        help="compare a fresh ensemble fitted this many epochs on the run's buffer")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args(argv)
     if args.probes < 2 or args.draws < 2:
         parser.error("--probes and --draws must be >= 2")
     started = time.time()
-    rows = compare(args.run, args.probes, args.draws, args.seed)
+    if args.horizon is not None and args.horizon < 1:
+        parser.error("--horizon must be >= 1")
+    rows = compare(args.run, args.probes, args.draws, args.seed, deterministic=args.deterministic,
+                   horizon=args.horizon, refit_epochs=args.refit_epochs)
     write_results(args.out, "model", f"Learned model against the simulator: {args.run.name}",
                   markdown_table(rows, ["compared", "corr", "std_ratio"]), rows,
                   command_line("model", argv), started)
