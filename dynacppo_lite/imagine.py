@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,8 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
                     ret_c=gae.ret_c, valid=valid, length=valid.sum(0))
 
 
-def observation_normalizer(envs: Any, device: torch.device | str = "cpu"):
+def observation_normalizer(envs: Any, device: torch.device | str = "cpu"
+                           ) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the policy and critics see of raw states: ``(B, obs_dim) -> (B, obs_dim)``, the
     envs' current running mean and variance, clipped like the envs' own normaliser."""
     mean = torch.as_tensor(envs.obs_rms.mean, dtype=torch.float32, device=device)
@@ -221,7 +223,7 @@ class DynaModel:
         return batch, row, t1 - t0, time.perf_counter() - t1
 
     def branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
-                  first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
+                 first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
         """Imagined branches from raw start states (B, obs_dim), seen through the envs'
         current observation normaliser; ``model_env`` (default: a :class:`ModelEnv` of the
         ensemble) is anything with its ``reset``/``step``, e.g. the simulator itself
@@ -241,9 +243,9 @@ class DynaModel:
     def imagined_batch(self, agent: ActorCritic, envs: Any,
                        n_samples: float) -> tuple[Batch | None, dict[str, float]]:
         """About ``n_samples`` imagined samples: ``n_samples / model_horizon`` branches (at
-        least one when ``n_samples > 0``; None when it is 0) from buffer states, with the
-        CSV fields ``imagined_frac`` (0 when None), ``imagined_cost_rate`` and
-        ``branch_len_mean``."""
+        least one when ``n_samples > 0``) from buffer states, with the CSV fields
+        ``imagined_cost_rate`` and ``branch_len_mean``; ``(None, {"imagined_frac": 0})`` when
+        ``n_samples`` is 0."""
         cfg = self.cfg
         n_branches = 0 if n_samples <= 0 else max(1, int(n_samples) // cfg.model_horizon)
         if not n_branches:

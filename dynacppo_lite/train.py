@@ -620,8 +620,8 @@ class Trainer:
             row.update(estep_row)
             self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
             # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch,
-            # kept only where the real batch agrees (the ensemble alone let the policy exploit
-            # the model: see rounds_kept).
+            # kept only where the real batch's first-order gains agree (ME-TRPO validates its
+            # rounds too). Off by default: on HalfCheetah they hurt (docs/results.md).
             for _ in range(cfg.model_rounds if imagined is not None else 0):
                 more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * n_real)
                 before = real_surrogate(agent, real)
