@@ -99,13 +99,17 @@ def test_kept_steps_run_up_to_and_including_the_first_end():
 
 
 def test_dyna_cppo_learns_toy_task_under_the_limit(tmp_path):
-    cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=20_000, num_envs=1,
+    # cppo's toy protocol (tests/test_train.py): 30 iterations, the last 20% judged. Over the
+    # last 4 of 20 iterations the controller has not settled: cppo itself ends over 1.1x the
+    # limit on 3 of seeds 0-5 there, dyna-cppo on 2; with this protocol dyna-cppo ends at
+    # 10.1-11.0 on all six.
+    cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1,
                  steps_per_iter=1_000, log_dir=str(tmp_path), pi_lr=3e-3, model_start_iter=3,
                  model_hidden=(64, 64), seed=3, **TOY_CONTROL)
     run_dir = train(cfg)
     with open(run_dir / "progress.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    late = table[-4:]
+    late = table[-len(table) // 5:]
     assert np.mean([float(r["ep_return"]) for r in late]) > float(table[0]["ep_return"]) + 4.0
     assert np.mean([float(r["ep_cost"]) for r in late]) <= TOY_COST_LIMIT * 1.1
     used = [r for r in table if r["imagined_frac"] != ""]
