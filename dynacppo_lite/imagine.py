@@ -222,6 +222,14 @@ class DynaModel:
             row.update(imagined_row)
         return batch, row, t1 - t0, time.perf_counter() - t1
 
+    def model_env(self, deterministic: bool = False) -> ModelEnv:
+        """The ensemble as an env for imagined branches, with the config's pessimism and
+        disagreement cut, drawing from the model's own generator."""
+        cfg = self.cfg
+        return ModelEnv(self.ensemble, kappa=cfg.kappa, deterministic=deterministic,
+                        disagreement_threshold=cfg.disagreement_threshold,
+                        generator=self.model_gen)
+
     def branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
                  first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
         """Imagined branches from raw start states (B, obs_dim), seen through the envs'
@@ -231,9 +239,7 @@ class DynaModel:
         cfg = self.cfg
         normalize = observation_normalizer(envs, self.device)
         if model_env is None:
-            model_env = ModelEnv(self.ensemble, kappa=cfg.kappa,
-                                 disagreement_threshold=cfg.disagreement_threshold,
-                                 generator=self.model_gen)
+            model_env = self.model_env()
         return imagine_branches(model_env, agent, start, cfg.model_horizon, normalize,
                                 gamma=cfg.gamma, lam=cfg.lam, cost_gamma=cfg.cost_gamma,
                                 cost_lam=cfg.cost_lam, low=envs.single_action_space.low,

@@ -152,21 +152,26 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     # (mean((v - 1) A_c)): their ratio is the share of the E-step's step the M-step realised.
     out = {"loss_pi": float(loss.detach()), "kl": diag["approx_kl"], "clip_frac": diag["clip_frac"],
            "ratio_mean": diag["ratio_mean"], "epochs_run": epochs_run,
-           "mstep_reward_change": float(((ratio - 1) * batch.adv_r).mean()),
-           "mstep_cost_change": float(((ratio - 1) * batch.adv_c).mean())}
+           **dict(zip(("mstep_reward_change", "mstep_cost_change"),
+                      first_order_change(ratio, batch), strict=True))}
     if v_target is not None:
         target = v_target() if callable(v_target) else v_target
         out["reach"], out["reach_corr"] = realised_fraction(ratio, target)
     return out
 
 
+def first_order_change(ratio: torch.Tensor, batch: Batch) -> tuple[float, float]:
+    """``(mean((r - 1) A), mean((r - 1) A_c))`` for ratios r (N,) on the batch's samples: the
+    first-order change of reward and cost per step, in the units of ``estep_cost_change``."""
+    return float(((ratio - 1) * batch.adv_r).mean()), float(((ratio - 1) * batch.adv_c).mean())
+
+
 @torch.no_grad()
 def real_surrogate(agent: ActorCritic, batch: Batch) -> tuple[float, float]:
-    """First-order change of reward and cost per step that the current policy buys over the
-    batch's behaviour policy, ``(mean((r - 1) A), mean((r - 1) A_c))`` with ``r = pi / pi_old``
-    on the batch's (N,) samples: the units of ``estep_cost_change``."""
-    ratio = (agent.pi.log_prob(agent.pi(batch.obs), batch.act) - batch.logp).exp() - 1
-    return float((ratio * batch.adv_r).mean()), float((ratio * batch.adv_c).mean())
+    """:func:`first_order_change` of the current policy over the batch's behaviour policy,
+    ``r = pi / pi_old``."""
+    return first_order_change(
+        (agent.pi.log_prob(agent.pi(batch.obs), batch.act) - batch.logp).exp(), batch)
 
 
 def round_kept(before: tuple[float, float], after: tuple[float, float], mode: str,
@@ -622,14 +627,17 @@ class Trainer:
             # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch,
             # kept only where the real batch's first-order gains agree (ME-TRPO validates its
             # rounds too). Off by default: on HalfCheetah they hurt (docs/results.md).
-            for _ in range(cfg.model_rounds if imagined is not None else 0):
+            rounds = cfg.model_rounds if imagined is not None else 0
+            before = real_surrogate(agent, real) if rounds else (0.0, 0.0)
+            for _ in range(rounds):
                 more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * n_real)
-                before = real_surrogate(agent, real)
                 saved = copy.deepcopy((agent.pi.state_dict(), self.pi_opt.state_dict()))
                 _, _, more_stats, _ = self._cppo_update(more, u, cost_margin, mode, lower_clip)
                 after = real_surrogate(agent, real)
                 kept = round_kept(before, after, mode, estep_row["estep_margin"])
-                if not kept:
+                if kept:
+                    before = after
+                else:
                     agent.pi.load_state_dict(saved[0])
                     self.pi_opt.load_state_dict(saved[1])
                 row["rounds_kept"] = row.get("rounds_kept", 0) + int(kept)

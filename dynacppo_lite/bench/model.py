@@ -88,7 +88,7 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic:
     ``horizon`` replaces the run's ``model_horizon``; ``refit_epochs`` > 0 replaces the run's
     ensemble by a fresh one fitted that many epochs on the run's whole buffer (what more
     fitting would buy)."""
-    from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
+    from dynacppo_lite.dynamics import DynamicsEnsemble
     from dynacppo_lite.train import Trainer
 
     torch.manual_seed(seed)
@@ -105,9 +105,7 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic:
                                          lr=cfg.model_lr, seed=seed)
         dyna.ensemble.fit(data.obs, data.act, data.rew, data.cost, data.next_obs,
                           max_epochs=refit_epochs, patience=5)
-    learned = ModelEnv(dyna.ensemble, kappa=cfg.kappa, deterministic=deterministic,
-                       disagreement_threshold=cfg.disagreement_threshold,
-                       generator=dyna.model_gen)
+    learned = dyna.model_env(deterministic)
     sim = SimulatorEnv(cfg.env_id, seed=seed)
     try:
         ro = trainer.collector.collect(trainer.steps_per_env)
