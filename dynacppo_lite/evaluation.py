@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.train import load_trained
 
 
@@ -92,30 +94,40 @@ def evaluate(run_dir: str | Path, episodes: int = 10, deterministic: bool = True
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     cfg, envs, agent = load_trained(run_dir, num_envs=num_envs, seed=seed)
     cost_limit = _run_cost_limit(Path(run_dir), cfg)
+    try:
+        r, c, n = run_episodes(agent, envs, episodes, deterministic=deterministic, seed=seed,
+                               max_steps=max_steps)
+    finally:
+        envs.close()
+    return Evaluation(str(run_dir), cfg.env_id, cost_limit, deterministic, seed, r, c, n.astype(int))
+
+
+def run_episodes(agent: ActorCritic, envs: Any, episodes: int, *, deterministic: bool, seed: int,
+                 max_steps: int = 1_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``episodes`` episodes to end in ``envs`` (reset here) under ``agent.pi``:
+    (returns, costs, lengths), each (episodes,). ``deterministic``: act with the mean; else
+    sample with a generator seeded by ``seed``. Does not close ``envs``."""
     gen = torch.Generator().manual_seed(seed)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     done_eps: list[tuple[float, float, int]] = []
-    try:
-        obs, _ = envs.reset()
-        for _ in range(max_steps):
-            with torch.no_grad():
-                dist = agent.pi(torch.as_tensor(obs, dtype=torch.float32))
-                act = dist.mean if deterministic else dist.mean + dist.stddev * torch.randn(
-                    dist.mean.shape, generator=gen)
-            obs, _, _, _, _, info = envs.step(np.clip(act.numpy(), low, high))
-            if "episode" in info:
-                for i in np.flatnonzero(info["_episode"]):
-                    ep = info["episode"]
-                    done_eps.append((float(ep["r"][i]), float(ep["c"][i]), int(ep["l"][i])))
-            if len(done_eps) >= episodes:
-                break
-        else:
-            raise RuntimeError(f"evaluate: only {len(done_eps)} of {episodes} episodes ended within "
-                               f"{max_steps} steps")
-    finally:
-        envs.close()
+    obs, _ = envs.reset()
+    for _ in range(max_steps):
+        with torch.no_grad():
+            dist = agent.pi(torch.as_tensor(obs, dtype=torch.float32))
+            act = dist.mean if deterministic else dist.mean + dist.stddev * torch.randn(
+                dist.mean.shape, generator=gen)
+        obs, _, _, _, _, info = envs.step(np.clip(act.numpy(), low, high))
+        if "episode" in info:
+            for i in np.flatnonzero(info["_episode"]):
+                ep = info["episode"]
+                done_eps.append((float(ep["r"][i]), float(ep["c"][i]), int(ep["l"][i])))
+        if len(done_eps) >= episodes:
+            break
+    else:
+        raise RuntimeError(f"evaluate: only {len(done_eps)} of {episodes} episodes ended within "
+                           f"{max_steps} steps")
     r, c, n = (np.array(x) for x in zip(*done_eps[:episodes], strict=True))
-    return Evaluation(str(run_dir), cfg.env_id, cost_limit, deterministic, seed, r, c, n.astype(int))
+    return r, c, n.astype(int)
 
 
 def _run_cost_limit(run_dir: Path, cfg) -> float:

@@ -17,7 +17,8 @@ A run directory ``<log_dir>/<run_name>/`` holds
   (``imagine.DynaModel.imagine``); ``rounds_kept`` how many of the
   ``model_rounds`` imagined-only updates the real batch accepted, ``rounds_kl`` their summed
   approximate KL;
-* ``log.txt``: the same numbers as human-readable lines;
+* ``log.txt``: the same numbers as human-readable lines, after a line naming the numeric
+  environment (versions, BLAS kernels) at the start and at each resume;
 * ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
   leaves the previous checkpoint intact);
 * ``policy_final.pt``: the policy and observation normaliser at the end.
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from dynacppo_lite.config import Config
+from dynacppo_lite.seeding import numeric_environment
 
 CSV_COLUMNS = [
     "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
@@ -166,6 +168,13 @@ class RunLog:
             except OSError as exc:  # what the checks cannot foresee (a full or read-only disk)
                 raise RunDirError(f"cannot write the run directory {self.dir} ({exc.strerror}): "
                                   "choose another --log-dir") from None
+            self.note_environment()
+
+    def note_environment(self) -> None:
+        """Record in ``log.txt`` what the run's last bits depend on besides its seed (versions
+        and BLAS kernels, ``seeding.numeric_environment``); at the start and at each resume."""
+        env = numeric_environment()
+        self.note("numeric environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
 
     def truncate_after(self, iteration: int) -> None:
         """Drop rows newer than ``iteration`` (written after the last checkpoint of a killed run)."""

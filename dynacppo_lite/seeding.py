@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 
 import gymnasium as gym
@@ -29,3 +30,24 @@ def seed_everything(seed: int, env: gym.vector.VectorEnv | gym.Env | None = None
         single = getattr(env, "single_action_space", None)
         if single is not None:
             single.seed(seed)
+
+
+def numeric_environment() -> dict[str, str]:
+    """What a run's last bits depend on besides its seed: library versions and BLAS kernels.
+
+    The same seed gives the same numbers only with the same numpy BLAS kernel (OpenBLAS picks
+    one per CPU, e.g. ``Haswell`` or ``SkylakeX``; ``OPENBLAS_CORETYPE`` overrides it) and the
+    same torch CPU kernels (``torch.backends.cpu.get_cpu_capability``). Other kernels round
+    otherwise and give the same learning within seed noise, not the same numbers.
+    """
+    import mujoco
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture') or 'unknown kernel'})"
+            for i in threadpool_info() if i["user_api"] == "blas"]
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "numpy_blas": ", ".join(blas) or "none found", "torch": torch.__version__,
+            "torch_cpu": torch.backends.cpu.get_cpu_capability(),
+            "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
+            "mujoco": mujoco.__version__,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset")}

@@ -342,7 +342,9 @@ class Trainer:
             self.log = RunLog(resume, cfg, resume=True)
             self._restore(ckpt)
             self.log.truncate_after(self.start_iter - 1)
-            if notes and not self.finished:  # a finished run that stays finished changes nothing
+            if not self.finished:  # a finished run that stays finished changes nothing
+                self.log.note_environment()
+            if notes and not self.finished:
                 for note in notes:
                     print(f"resume {resume}: {note}")
                     self.log.note(f"resume: {note}")

@@ -1,8 +1,8 @@
 """dynacppo_lite.envs.fast against stock Safety-Gymnasium 1.0.0: the same env, only faster.
 
 For each navigation task family (Point and Car x Goal, Button, Push, Circle at level 1, plus
-PointGoal2) a fast and a stock env get the same seed and the same actions for 3,000 steps,
-across resets, and must agree at every step:
+PointGoal2) a fast and a stock env get the same seed and the same actions for 3,000 steps
+(longer until the first goal where none was reached by then), across resets, and must agree at every step:
 
 * physics state (qpos, qvel), costs, terminated/truncated flags and ``info``: exactly;
 * the compiled model after every reset: exactly, every array but the skybox texture (the
@@ -35,6 +35,10 @@ from dynacppo_lite.envs.fast_world import FAST_SKYBOX
 RTOL = 1e-9  # observations and rewards, relative
 ATOL = 1e-12  # observations and rewards, absolute (lidar readings near 0)
 STEPS = 3000
+# Coverage before stopping: at least STEPS steps, and past them until a goal was reached (the
+# goal-resampling path), for at most MAX_STEPS. The push tasks reach their first goal anywhere
+# from step 113 to 8,796 depending on the BLAS kernel's last bits (6 starts x 2 kernels measured).
+MAX_STEPS = 20_000
 FAMILIES = ("Goal", "Button", "Push", "Circle")
 TASKS = [f"Safety{agent}{family}1-v0" for agent in ("Point", "Car") for family in FAMILIES]
 TASKS.append("SafetyPointGoal2-v0")
@@ -107,7 +111,10 @@ def test_fast_env_matches_stock(env_id: str) -> None:
     fast_obs, fast_info = fast.reset(seed=11)
     stock_obs, stock_info = stock.reset(seed=11)
     episodes, goals, cost_steps, length = 0, 0, 0, 0
-    for step in range(STEPS):
+    needs_goal = "Circle" not in env_id
+    for step in range(MAX_STEPS):
+        if step >= STEPS and (goals > 0 or not needs_goal):
+            break
         action = act()
         if step == 0 or length == 0:  # after every reset
             _assert_same_world(fast, stock)
@@ -134,7 +141,7 @@ def test_fast_env_matches_stock(env_id: str) -> None:
             stock_obs, stock_info = stock.reset()
     assert episodes >= 3
     assert cost_steps > 0, "no cost was incurred: the cost paths went untested"
-    if "Circle" not in env_id:
+    if needs_goal:
         assert goals > 0, "no goal was reached: the goal-resampling path went untested"
     fast.close()
     stock.close()

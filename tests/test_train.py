@@ -50,6 +50,20 @@ def test_learns_toy_task_under_the_cost_limit(tmp_path, algo):
         assert (run / name).is_file()
 
 
+def test_a_run_names_its_numeric_environment_at_the_start_and_at_each_resume(tmp_path):
+    from threadpoolctl import threadpool_info
+
+    run = train(toy_config(tmp_path, total_steps=2_000, run_name="env"))
+    kernels = [i["architecture"] for i in threadpool_info() if i["user_api"] == "blas"]
+    lines = [x for x in (run / "log.txt").read_text().splitlines() if x.startswith("numeric environment")]
+    assert len(lines) == 1 and f"numpy {np.__version__}" in lines[0]
+    assert kernels and all(f"({k})" in lines[0] for k in kernels) and "torch_cpu" in lines[0]
+    Trainer(resume=run, changes={"total_steps": 3_000}).run()
+    assert (run / "log.txt").read_text().count("numeric environment") == 2
+    Trainer(resume=run).run()  # finished: nothing is written
+    assert (run / "log.txt").read_text().count("numeric environment") == 2
+
+
 def test_cppo_switches_to_recovery_when_over_the_limit(tmp_path):
     run = train(toy_config(tmp_path, total_steps=12_000, cost_limit=0.5, run_name="strict"))
     modes = [r["mode"] for r in rows(run)]

@@ -233,7 +233,10 @@ def study(cfg: Config, agent: ActorCritic, batches: list[Batch], margin: str, se
                                        cfg.lower_clip, gen, after_epoch=after_epoch)["epochs_run"]
             traces.setdefault(label, []).append(trace)
             results.setdefault(label, []).append({**trace[-1], "epochs": float(epochs), **base})
-    rows = [{"M-step": label, **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}}
+    # Each batch's own KL and epochs too: an early stop is judged where it happened, not on
+    # the mean over batches (a stopped batch beside a full one averages below target_kl).
+    rows = [{"M-step": label, **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]},
+             "per_batch": [{"kl": r["kl"], "epochs": r["epochs"]} for r in rows]}
             for label, rows in results.items()]
     return rows, traces
 
