@@ -190,3 +190,30 @@ def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     by_name = {r["compared"]: r for r in rows}
     assert by_name["sim: draw vs draw"]["corr"] == pytest.approx(1.0)
     assert by_name["model: draw vs draw"]["corr"] == pytest.approx(1.0)
+
+
+def test_bench_recovery_cuts_a_fast_toy_policys_cost_on_fresh_episodes(tmp_path):
+    """From a toy policy trained without the constraint (it drives too fast), every candidate's
+    pure cost descent starts from the same fresh-episode cost and cuts it on new episodes."""
+    from dynacppo_lite.config import Config
+    from dynacppo_lite.train import train
+
+    run = train(Config(env_id=TOY_ENV_ID, total_steps=8_000, num_envs=1, steps_per_iter=1_000,
+                       pi_lr=3e-3, cost_limit=1e9, log_dir=str(tmp_path), run_name="fast"))
+    assert cli_main(["bench", "recovery", "--run", str(run), "--iters", "6", "--episodes", "6",
+                     "--candidate", "1k=steps_per_iter=1000,pi_lr=3e-3",
+                     "--candidate", "2k=steps_per_iter=2000,cost_lam=0.9,pi_lr=3e-3",
+                     "--out", str(tmp_path / "out"), "--figure", str(tmp_path / "rec.png")]) == 0
+    rows = json.loads((tmp_path / "out" / "recovery.json").read_text())["results"]
+    assert [r["candidate"] for r in rows] == ["1k", "2k"]
+    assert rows[0]["trace"][0] == rows[1]["trace"][0]  # one starting policy, one set of episodes
+    assert [t["step"] for t in rows[1]["trace"]] == [2_000 * k for k in range(7)]
+    for r in rows:
+        # Held at u = -1: pure cost descent wherever the batch has a cost to descend.
+        assert r["trace"][1]["mode"] == "recovery" and r["recovery_share"] > 0.5
+        assert r["cost_0"] > TOY_COST_LIMIT and r["cut_last3"] >= 0.3
+        last3 = [t["cost"][0] for t in r["trace"][-3:]]
+        assert np.isclose(r["cut_last3"], 1 - np.mean(last3) / r["cost_0"])
+    assert (tmp_path / "rec.png").is_file()
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "recovery", "--run", str(tmp_path / "nothing")])
