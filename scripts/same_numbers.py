@@ -179,7 +179,7 @@ def compare(a: Path, b: Path) -> int:
     bad = 0
     for name in names + missing:
         if not (b / name / "progress.csv").is_file() or not (a / name / "progress.csv").is_file():
-            print(f"{name:32s} MISSING in {'B' if (a / name).is_dir() else 'A'}")
+            print(f"{name:36s} MISSING in {'B' if (a / name).is_dir() else 'A'}")
             bad += 1
             continue
         differ = compare_tables(_table(a / name / "progress.csv"), _table(b / name / "progress.csv"))
@@ -190,9 +190,9 @@ def compare(a: Path, b: Path) -> int:
         n_cols = len(_table(a / name / "progress.csv")[0]) if n_rows else 0
         if differ:
             bad += 1
-            print(f"{name:32s} DIFFER  {', '.join(differ)}")
+            print(f"{name:36s} DIFFER  {', '.join(differ)}")
         else:
-            print(f"{name:32s} identical ({n_rows} rows x {n_cols} columns, exact rows, policy)")
+            print(f"{name:36s} identical ({n_rows} rows x {n_cols} columns, exact rows, policy)")
     print(f"{len(names + missing) - bad} of {len(names + missing)} runs identical")
     return 1 if bad else 0
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if (out / f"{name}_cut").exists():
             shutil.rmtree(out / f"{name}_cut")
         seconds = run_one(name, fields, out, Path(args.cut_from) if args.cut_from else None)
-        print(f"{name:32s} {seconds:6.1f} s", flush=True)
+        print(f"{name:36s} {seconds:6.1f} s", flush=True)
     return 0
 
 
