@@ -13,7 +13,14 @@ from typing import Any
 
 ALGOS = ("cppo", "ppo-lag", "dyna-cppo")
 DEVICES = ("auto", "cpu", "cuda")
-COST_CONTROLS = ("pid", "margin", "bang-bang")
+#: The cost controls each algorithm may use (``cost_control.make_cost_control``); the first is
+#: the algorithm's own, the one ``cost_control="auto"`` picks.
+ALGO_COST_CONTROLS: dict[str, tuple[str, ...]] = {
+    "cppo": ("pid", "margin", "bang-bang"),
+    "dyna-cppo": ("pid", "margin", "bang-bang"),
+    "ppo-lag": ("lagrangian", "pid-lagrangian"),
+}
+COST_CONTROLS = ("auto", "pid", "margin", "bang-bang", "lagrangian", "pid-lagrangian")
 MSTEPS = ("linear", "tracking")
 
 
@@ -123,12 +130,17 @@ class Config:
     budget its ratio has not yet used (``mstep.choose_target``). 1: the single target."""
     beta: float = 0.3
     """Recovery M-step mixing weight (paper appendix C.2: 0.3)."""
-    cost_control: str = "pid"
-    """How CPPO steers cost. ``pid``: a PI controller on the windowed cost sets the E-step's
-    margin (``cost_control.py``); at saturation the E-step goes along -A_c (recovery).
-    ``margin``: the paper's margin (d - J_c) / L, taken at the step the M-step realises
-    (``realised_radius``); recovery only where that is infeasible. ``bang-bang``: the paper's
-    switch (Fig. 2) on that margin: recovery while J_c > d until J_c < switch_ratio * d."""
+    cost_control: str = "auto"
+    """How the windowed episode cost steers the update (``cost_control.py``). ``auto``: the
+    algorithm's own, ``pid`` for cppo and dyna-cppo, ``lagrangian`` for ppo-lag
+    (:attr:`resolved_cost_control`). For cppo and dyna-cppo: ``pid``, a PI controller on the
+    windowed cost sets the E-step's margin; at saturation the E-step goes along -A_c
+    (recovery). ``margin``: the paper's margin (d - J_c) / L, taken at the step the M-step
+    realises (``realised_radius``); recovery only where that is infeasible. ``bang-bang``: the
+    paper's switch (Fig. 2) on that margin: recovery while J_c > d until J_c < switch_ratio * d.
+    For ppo-lag: ``lagrangian``, the multiplier by Adam (``lagrangian_*``); ``pid-lagrangian``,
+    the multiplier by PID control (``pid_lag_*``). Runs saved when ppo-lag ignored this field
+    load as ``auto``."""
     pid_ki: float = 0.02
     """``pid``: integral gain (change of the margin fraction u per iteration per unit of
     relative violation (d - J_c) / d). Measured with the linear M-step on SafetyPointGoal1-v0
@@ -167,7 +179,22 @@ class Config:
     epoch; this package updates once per 4,000-step iteration, so 0.035 * 4000 / 20000 keeps
     the multiplier's speed per environment step."""
     lagrangian_init: float = 0.0
-    """Initial Lagrange multiplier."""
+    """Initial Lagrange multiplier (``pid-lagrangian``: the initial integral state)."""
+    pid_lag_kp: float = 0.1
+    """``pid-lagrangian``: proportional gain, lambda per unit of smoothed episode cost over the
+    limit (OmniSafe's default, as the other ``pid_lag_*``). OmniSafe updates once per 20,000-step
+    epoch, this package once per iteration (4,000 steps by default): the gains act 5x as often."""
+    pid_lag_ki: float = 0.01
+    """``pid-lagrangian``: integral gain, change of lambda's integral per update per unit of
+    episode cost over the limit."""
+    pid_lag_kd: float = 0.01
+    """``pid-lagrangian``: derivative gain, lambda per unit of rise of the smoothed episode cost
+    over ``pid_lag_d_delay`` updates (only a rise counts)."""
+    pid_lag_d_delay: int = 10
+    """``pid-lagrangian``: updates over which the derivative term measures the cost's rise."""
+    pid_lag_ema: float = 0.95
+    """``pid-lagrangian``: weight of the past in the smoothed error and the smoothed cost the P
+    and D terms use (OmniSafe has one such weight per term, both 0.95 by default)."""
 
     # --- Dyna-CPPO ---
     model_start_iter: int = 5
@@ -210,6 +237,14 @@ class Config:
     batch); 0: one update on the real (and imagined) batch."""
 
     @property
+    def resolved_cost_control(self) -> str:
+        """The cost control the run uses: ``cost_control``, with ``auto`` replaced by the
+        algorithm's own (the first of :data:`ALGO_COST_CONTROLS`)."""
+        if self.cost_control == "auto":
+            return ALGO_COST_CONTROLS[self.algo][0]
+        return self.cost_control
+
+    @property
     def kl_budget(self) -> float:
         """delta' = kl / (2 ln 2 - 1): the E-step's trust-region budget (appendix E)."""
         return self.kl / (2 * math.log(2) - 1)
@@ -237,12 +272,19 @@ class Config:
             (0 < self.switch_ratio <= 1, f"switch_ratio must be in (0, 1], got {self.switch_ratio}"),
             (self.cost_control in COST_CONTROLS,
              f"cost_control must be one of {COST_CONTROLS}, got {self.cost_control!r}"),
+            (self.cost_control in ("auto", *ALGO_COST_CONTROLS.get(self.algo, ())),
+             f"cost_control {self.cost_control!r} does not apply to algo {self.algo!r}: use one of "
+             f"{('auto', *ALGO_COST_CONTROLS.get(self.algo, ()))}"),
             (0 < self.reach_min <= self.reach_init <= 1,
              f"need 0 < reach_min <= reach_init <= 1, got {self.reach_min} and {self.reach_init}"),
             (0 <= self.reach_smoothing < 1, f"reach_smoothing must be in [0, 1), got {self.reach_smoothing}"),
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
+            (min(self.pid_lag_kp, self.pid_lag_ki, self.pid_lag_kd) >= 0,
+             "pid_lag_kp, pid_lag_ki and pid_lag_kd must be >= 0"),
+            (self.pid_lag_d_delay >= 1, f"pid_lag_d_delay must be >= 1, got {self.pid_lag_d_delay}"),
+            (0 <= self.pid_lag_ema < 1, f"pid_lag_ema must be in [0, 1), got {self.pid_lag_ema}"),
             (self.pid_integral_min <= self.pid_integral_init <= 1,
              "pid_integral_init must be in [pid_integral_min, 1]"),
             (self.pi_lr > 0 and self.vf_lr > 0, "learning rates must be > 0"),
@@ -277,6 +319,8 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         data = dict(data)
+        if data.get("algo") == "ppo-lag" and data.get("cost_control") in ALGO_COST_CONTROLS["cppo"]:
+            data["cost_control"] = "auto"  # saved when ppo-lag ignored the field: its multiplier ran
         for key in ("hidden", "model_hidden"):
             if key in data:
                 data[key] = tuple(data[key])

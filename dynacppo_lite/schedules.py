@@ -31,3 +31,9 @@ class ModeSwitch:
         elif episode_cost < self.switch_ratio * self.cost_limit:
             self.mode = "normal"
         return self.mode
+
+    def state_dict(self) -> dict[str, str]:
+        return {"mode": self.mode}
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        self.mode = str(state["mode"])

@@ -5,8 +5,9 @@ One iteration (see ``DESIGN.md``)::
     collect    real steps from the vector envs, one batched inference per step
     dual GAE   reward and cost advantages; truncated episodes bootstrap from V(final obs)
     cost       the episodes that ended join a window (CostEstimate): J_c, its s.e., count
-    mode       cppo: the PI controller sets the E-step's cost margin (recovery where it
-               saturates); or the paper's bang-bang switch; ppo-lag: the multiplier
+    decide     the run's CostControl turns J_c into the mode and what the update gets: cppo's
+               PI controller a margin (recovery where it saturates), or the paper's margin or
+               bang-bang switch; ppo-lag a multiplier (by Adam, or PID)
     [dyna]     fit the dynamics ensemble on the replay buffer; imagined branches join the batch
     E-step     v* = solve_estep(A, A_c, cost margin)          (cppo, dyna-cppo)
     M-step     epochs of minibatches of mstep_loss(r -> v*)   (cppo, dyna-cppo)
@@ -18,7 +19,7 @@ The paper's cost margin is a per-step rate: ``(d - J_c) / L`` with ``J_c`` the w
 undiscounted episode cost and ``L`` the mean episode length. For long episodes this equals the
 paper's ``(1 - gamma)(d - J_c)`` written for discounted returns: ``mean((v - 1) A_c)``
 estimates the change of the per-step cost rate. It is logged as ``cost_margin``; what the
-E-step is given (``estep_margin``) depends on ``Config.cost_control`` (see DESIGN.md).
+E-step is given (``estep_margin``) depends on ``Config.cost_control`` (``cost_control.py``).
 
 Plug-in points (for a course: replace one piece without copying library code). Three steps of
 the iteration are :class:`Trainer` methods with the signature of the library function they call;
@@ -53,13 +54,13 @@ import torch
 
 from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
-from dynacppo_lite.cost_control import MarginController, RealisedShare, margin_from_fraction
+from dynacppo_lite.cost_control import Decision, make_cost_control
 from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, estep_result, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.imagine import DynaModel
-from dynacppo_lite.lagrangian import LagrangeMultiplier, lagrangian_advantage, ppo_clip_loss
+from dynacppo_lite.lagrangian import lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import (
     choose_target,
     linear_mstep_loss,
@@ -72,7 +73,7 @@ from dynacppo_lite.mstep import (
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.rollout import Collector
 from dynacppo_lite.runlog import CheckpointError, RunLog, load_checkpoint, rng_state, set_rng_state
-from dynacppo_lite.schedules import ModeSwitch, linear
+from dynacppo_lite.schedules import linear
 from dynacppo_lite.seeding import seed_everything
 
 
@@ -322,8 +323,7 @@ class Trainer:
         self.pi_opt = torch.optim.Adam(self.agent.pi.parameters(), lr=cfg.pi_lr, eps=1e-5)
         self.vf_opt = torch.optim.Adam([*self.agent.v_r.parameters(), *self.agent.v_c.parameters()],
                                        lr=cfg.vf_lr, eps=1e-5)
-        self.lagrange = LagrangeMultiplier(cfg.lagrangian_init, cfg.lagrangian_lr, self.cost_limit)
-        self.switch = ModeSwitch(self.cost_limit, cfg.switch_ratio)
+        self.cost_control = make_cost_control(cfg, self.cost_limit)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.steps_per_env = cfg.steps_per_iter // cfg.num_envs
         self.batch_size, self.num_iters = iterations(cfg)
@@ -332,9 +332,6 @@ class Trainer:
             self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
-        self.share = RealisedShare(cfg.reach_init, cfg.reach_smoothing, cfg.reach_min)
-        self.controller = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
-                                           cfg.pid_integral_init)
         self.start_iter = 0
         self.elapsed = 0.0
         if resume is not None:
@@ -370,11 +367,9 @@ class Trainer:
         state = {
             "config": self.cfg.to_dict(), "iteration": iteration, "elapsed": self.elapsed,
             "agent": self.agent.state_dict(), "pi_opt": self.pi_opt.state_dict(),
-            "vf_opt": self.vf_opt.state_dict(), "lagrange": self.lagrange.state_dict(),
-            "mode": self.switch.mode, "last_ep": list(self.last_ep), "rng": rng_state(),
-            "cost_estimate": self.cost.state_dict(), "reach": self.share.state_dict(),
-            "controller": self.controller.integral,
-            "gen": self.gen.get_state(),
+            "vf_opt": self.vf_opt.state_dict(), "cost_control": self.cost_control.state_dict(),
+            "last_ep": list(self.last_ep), "rng": rng_state(),
+            "cost_estimate": self.cost.state_dict(), "gen": self.gen.get_state(),
             "obs_norm": {k: torch.as_tensor(v) for k, v in self.envs.state_dict().items()},
         }
         if self.dyna is not None:
@@ -386,14 +381,13 @@ class Trainer:
             self.agent.load_state_dict(ckpt["agent"])
             self.pi_opt.load_state_dict(ckpt["pi_opt"])
             self.vf_opt.load_state_dict(ckpt["vf_opt"])
-            self.lagrange.load_state_dict(ckpt["lagrange"])
+            # Checkpoints written before the cost controls had a state_dict keep theirs in
+            # top-level keys (lagrange, mode, reach, controller): legacy_state reads those.
+            self.cost_control.load_state_dict(ckpt["cost_control"] if "cost_control" in ckpt
+                                              else self.cost_control.legacy_state(ckpt))
             self.envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
-            self.switch.mode = ckpt["mode"]
             self.last_ep = tuple(ckpt["last_ep"])
             self.cost.load_state_dict(ckpt["cost_estimate"])
-            if isinstance(ckpt["reach"], dict):  # runs saved before rho restart it from reach_init
-                self.share.load_state_dict(ckpt["reach"])
-            self.controller.integral = float(ckpt["controller"])
             set_rng_state(ckpt["rng"])
             self.gen.set_state(ckpt["gen"])
             if self.dyna is not None:
@@ -482,16 +476,12 @@ class Trainer:
         default = linear_mstep_loss if self.cfg.mstep == "linear" else mstep_loss
         return (self._policy_loss_fn or default)(logp_new, logp_old, v_target, lower_clip=lower_clip)
 
-    def _estep_at(self, adv_r: np.ndarray, adv_c: np.ndarray, kl_budget: float, u: float | None,
-                  cost_margin: float, mode: str) -> tuple[EStepResult, float]:
+    def _estep_at(self, adv_r: np.ndarray, adv_c: np.ndarray, kl_budget: float,
+                  decision: Decision, mode: str) -> tuple[EStepResult, float]:
         """The E-step at one trust-region budget, with the cost margin the cost control gives for
         it; returns the checked result and that margin."""
         cfg = self.cfg
-        if u is not None:
-            estep_margin = margin_from_fraction(u, adv_c, kl_budget)
-        else:  # the M-step realises only a share rho of the E-step's predicted cost change:
-            # ask for margin / rho, so that the step taken changes the cost by the margin
-            estep_margin = cost_margin / self.share.value if cfg.realised_radius else cost_margin
+        estep_margin = self.cost_control.estep_margin(decision, adv_c, kl_budget)
         recovery = mode == "recovery"
         est = _check_estep(
             self.estep(adv_r, adv_c, cost_margin=estep_margin, kl_budget=kl_budget,
@@ -499,9 +489,10 @@ class Trainer:
             adv_r, adv_c, cost_margin=estep_margin, lower_bound=cfg.v_lower_bound, recovery=recovery)
         return est, estep_margin
 
-    def _cppo_update(self, batch: Batch, u: float | None, cost_margin: float, mode: str,
+    def _cppo_update(self, batch: Batch, decision: Decision, mode: str,
                      lower_clip: float) -> tuple[float, dict[str, Any], dict[str, float], str]:
-        """E-step on the batch's advantages, then the M-step's epochs towards v*.
+        """E-step on the batch's advantages in ``mode`` (``normal`` or ``recovery``), then the
+        M-step's epochs towards v*.
 
         Returns (time the E-step ended, its CSV fields, the M-step's, the mode it chose)."""
         cfg = self.cfg
@@ -509,7 +500,7 @@ class Trainer:
         # Section 3.4's multiple targets: the E-step at K increasing budgets; the M-step fits
         # the smallest one its ratio has not yet moved past (K = 1: the single target).
         budgets = [cfg.kl_budget * (k + 1) / cfg.estep_targets for k in range(cfg.estep_targets)]
-        solved = [self._estep_at(adv_r, adv_c, budget, u, cost_margin, mode) for budget in budgets]
+        solved = [self._estep_at(adv_r, adv_c, budget, decision, mode) for budget in budgets]
         est, estep_margin = solved[-1]
         t_e1 = time.perf_counter()
         targets = [torch.as_tensor(e.v, dtype=torch.float32, device=self.device) for e, _ in solved]
@@ -524,8 +515,7 @@ class Trainer:
                 chosen[0] = choose_target(ratio, budgets)
         row = dict(estep_angle=float(est.angle), estep_feasible=int(est.feasible),
                    estep_at_bound=float(np.mean(est.v <= cfg.v_lower_bound + 1e-9)),
-                   estep_margin=estep_margin, estep_cost_change=est.cost_change,
-                   reach_est=self.share.value, margin_u=u)
+                   estep_margin=estep_margin, estep_cost_change=est.cost_change)
         if est.mode == "recovery":
             recovery_loss = (linear_recovery_mstep_loss if cfg.mstep == "linear"
                              else recovery_mstep_loss)
@@ -542,6 +532,30 @@ class Trainer:
                                  self.gen, target, after_epoch)
         pi_stats["target_used"] = chosen[0] + 1
         return t_e1, row, pi_stats, est.mode
+
+    def _model_rounds(self, real: Batch, decision: Decision, mode: str, estep_margin: float,
+                      lower_clip: float) -> dict[str, Any]:
+        """ME-TRPO's rounds: ``model_rounds`` further E-step/M-step updates in ``mode`` (the
+        main update's), each on a fresh imagined batch, kept only where the real batch's
+        first-order gains agree (ME-TRPO validates its rounds too). Off by default: on
+        HalfCheetah they hurt (docs/results.md). Returns ``rounds_kept`` and ``rounds_kl``."""
+        cfg, agent = self.cfg, self.agent
+        out = {"rounds_kept": 0, "rounds_kl": 0.0}
+        before = real_surrogate(agent, real)
+        for _ in range(cfg.model_rounds):
+            more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * self.batch_size)
+            saved = copy.deepcopy((agent.pi.state_dict(), self.pi_opt.state_dict()))
+            _, _, more_stats, _ = self._cppo_update(more, decision, mode, lower_clip)
+            after = real_surrogate(agent, real)
+            kept = round_kept(before, after, mode, estep_margin)
+            if kept:
+                before = after
+            else:
+                agent.pi.load_state_dict(saved[0])
+                self.pi_opt.load_state_dict(saved[1])
+            out["rounds_kept"] += int(kept)
+            out["rounds_kl"] += more_stats["kl"] * kept
+        return out
 
     # --- one iteration -----------------------------------------------------------------------
     def iteration(self, it: int) -> dict[str, Any]:
@@ -562,25 +576,9 @@ class Trainer:
         # Control steers by the windowed estimate, never by this iteration's few episodes.
         cost_est = self.cost.cost
         cost_margin = (self.cost_limit - cost_est) / max(self.cost.length, 1.0)
-        if cfg.algo == "ppo-lag":
-            mode = "lagrange"
-        elif cfg.cost_control == "bang-bang":
-            mode = self.switch.update(cost_est)
-        else:
-            mode = "normal"  # the E-step turns to recovery where the margin cannot be met
-        # pid: the E-step stays in normal mode while u > -1 and turns to recovery itself where
-        # the margin is out of reach (cost_control.py). Saturated (u = -1) the recovery M-step
-        # always takes the step: the tracking loss alone on a pure cost-descent target left the
-        # cost at ~100 on SafetyPointGoal1-v0 for 2e5 steps, where the recovery loss's A_c
-        # projection brought it down.
-        # The recovery rule's first choice, the largest cost cut that keeps A.x >= 0, was not
-        # used: on the Goal tasks cost and reward advantages are correlated, and 200k steps at
-        # that reward-neutral angle (about -pi/2) did not bring the cost down.
-        u = None
-        if cfg.cost_control == "pid" and cfg.algo != "ppo-lag":  # ppo-lag has its multiplier
-            u = self.controller.update(cost_est, self.cost_limit, fresh)
-        if u is not None and u <= -1.0:
-            mode = "recovery"
+        # The run's cost control: the mode and what the update gets (margin or multiplier).
+        decision = self.cost_control.decide(cost_est, fresh, cost_margin)
+        mode = decision.mode
 
         adv = self.advantages(ro.rew, ro.cost, ro.values_r, ro.values_c, ro.next_values_r,
                               ro.next_values_c, ro.terminated, ro.truncated, gamma=cfg.gamma,
@@ -595,7 +593,7 @@ class Trainer:
                       critic_mask=torch.ones(n_real, dtype=torch.bool, device=self.device))
         critic_batch = real = batch
         imagined = None
-        row: dict[str, Any] = {}
+        row: dict[str, Any] = self.cost_control.fields(decision)
         times = {"t_collect": t_collect - t0, "t_model": 0.0, "t_imagine": 0.0}
         if self.dyna is not None:
             # The model is fitted from the first iteration on (its cost spreads over the warm-up
@@ -610,40 +608,20 @@ class Trainer:
                     batch = critic_batch
         t_e0 = time.perf_counter()
 
-        if cfg.algo == "ppo-lag":
-            # An iteration with no finished episode brings no new evidence: lambda stays.
-            lagrange = self.lagrange.update(cost_est) if fresh else self.lagrange.value
-            adv_pi = lagrangian_advantage(batch.adv_r, batch.adv_c, lagrange)
+        if self.cost_control.uses_estep:  # cppo, dyna-cppo: E-step on the margin, then M-step
+            t_e1, estep_row, pi_stats, mode = self._cppo_update(batch, decision, mode, lower_clip)
+            row.update(estep_row)
+        else:  # ppo-lag: PPO's clipped loss on the advantages mixed by lambda
+            adv_pi = lagrangian_advantage(batch.adv_r, batch.adv_c, decision.lagrange)
             t_e1 = time.perf_counter()
 
             def loss_fn(logp_new: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
                 return ppo_clip_loss(logp_new, batch.logp[mb], adv_pi[mb], cfg.clip_ratio)
 
-            row.update(lagrange=lagrange)
             pi_stats = update_policy(agent, self.pi_opt, batch, loss_fn, cfg, lower_clip, self.gen)
-        else:
-            t_e1, estep_row, pi_stats, mode = self._cppo_update(batch, u, cost_margin, mode,
-                                                                 lower_clip)
-            row.update(estep_row)
-            self.share.update(row["estep_cost_change"], pi_stats["mstep_cost_change"])
-            # ME-TRPO's rounds: further E-step/M-step updates, each on a fresh imagined batch,
-            # kept only where the real batch's first-order gains agree (ME-TRPO validates its
-            # rounds too). Off by default: on HalfCheetah they hurt (docs/results.md).
-            rounds = cfg.model_rounds if imagined is not None else 0
-            before = real_surrogate(agent, real) if rounds else (0.0, 0.0)
-            for _ in range(rounds):
-                more, _ = self.dyna.imagined_batch(agent, self.envs, cfg.imagined_frac * n_real)
-                saved = copy.deepcopy((agent.pi.state_dict(), self.pi_opt.state_dict()))
-                _, _, more_stats, _ = self._cppo_update(more, u, cost_margin, mode, lower_clip)
-                after = real_surrogate(agent, real)
-                kept = round_kept(before, after, mode, estep_row["estep_margin"])
-                if kept:
-                    before = after
-                else:
-                    agent.pi.load_state_dict(saved[0])
-                    self.pi_opt.load_state_dict(saved[1])
-                row["rounds_kept"] = row.get("rounds_kept", 0) + int(kept)
-                row["rounds_kl"] = row.get("rounds_kl", 0.0) + more_stats["kl"] * kept
+        self.cost_control.observe(row.get("estep_cost_change"), pi_stats["mstep_cost_change"])
+        if imagined is not None and cfg.model_rounds:
+            row.update(self._model_rounds(real, decision, mode, row["estep_margin"], lower_clip))
         t_m = time.perf_counter()
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()

@@ -1,6 +1,12 @@
-"""The cost estimate, the PI margin controller, PPO-Lag's advantage mix and the M-step's reach."""
+"""The cost estimate, the cost controls (PI margin, paper's margin and switch, PPO-Lag's
+multipliers), PPO-Lag's advantage mix and the M-step's reach."""
 
+import csv
 import dataclasses
+import io
+import shutil
+from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,13 +14,19 @@ import torch
 
 from dynacppo_lite.cli import parse_overrides
 from dynacppo_lite.config import Config
-from dynacppo_lite.cost_control import MarginController, RealisedShare, margin_from_fraction
+from dynacppo_lite.cost_control import (
+    MarginController,
+    RealisedShare,
+    make_cost_control,
+    margin_from_fraction,
+)
 from dynacppo_lite.cost_estimate import CostEstimate
 from dynacppo_lite.envs import TOY_ENV_ID
 from dynacppo_lite.estep import solve_estep
-from dynacppo_lite.lagrangian import lagrangian_advantage
+from dynacppo_lite.lagrangian import PIDLagrangeMultiplier, lagrangian_advantage
 from dynacppo_lite.mstep import realised_fraction
-from dynacppo_lite.train import Trainer
+from dynacppo_lite.runlog import CSV_COLUMNS, load_checkpoint
+from dynacppo_lite.train import Trainer, train
 
 
 def test_cost_estimate_is_a_window_over_episodes_with_its_standard_error():
@@ -214,3 +226,159 @@ def test_default_controller_never_saturates_within_twice_the_limit():
             if cost < 2 * limit:
                 assert u > -1.0
         assert ctl.integral >= cfg.pid_integral_min
+
+
+def omnisafe_pid_lagrangian(costs, limit, kp, ki, kd, d_delay, ema, init=0.0):
+    """lambda after each cost, written out as OmniSafe's PIDLagrangian.pid_update (sum_norm)."""
+    pid_i, delta_p, cost_d, ds, out = init, 0.0, 0.0, deque([0.0], maxlen=d_delay), []
+    for cost in costs:
+        delta = cost - limit
+        pid_i = max(0.0, pid_i + delta * ki)
+        delta_p = ema * delta_p + (1 - ema) * delta
+        cost_d = ema * cost_d + (1 - ema) * cost
+        out.append(max(0.0, kp * delta_p + pid_i + kd * max(0.0, cost_d - ds[0])))
+        ds.append(cost_d)
+    return out
+
+
+def test_pid_lagrange_multiplier_follows_its_formula():
+    pid = PIDLagrangeMultiplier(25.0)  # OmniSafe's defaults: kp 0.1, ki 0.01, kd 0.01, 10, 0.95
+    assert pid.value == 0.0
+    # e = 10: I = 0.1, e_p = 0.05 * 10, C = 0.05 * 35 rose from 0 by 1.75
+    assert pid.update(35.0) == pytest.approx(0.1 * 0.5 + 0.1 + 0.01 * 1.75)
+    rng = np.random.default_rng(0)
+    costs = [35.0, *rng.uniform(0.0, 80.0, size=60), *np.full(40, 5.0)]
+    for gains in [dict(kp=0.1, ki=0.01, kd=0.01, d_delay=10, ema=0.95),
+                  dict(kp=1.0, ki=0.05, kd=0.5, d_delay=3, ema=0.5)]:
+        pid = PIDLagrangeMultiplier(25.0, **gains, integral=0.2)
+        assert pid.value == 0.2  # the initial multiplier
+        got = [pid.update(c) for c in costs]
+        np.testing.assert_allclose(got, omnisafe_pid_lagrangian(costs, 25.0, **gains, init=0.2),
+                                   rtol=0, atol=1e-12)
+        assert min(got) >= 0.0 and got[-1] == 0.0  # long under the limit: lambda back to 0
+        again = PIDLagrangeMultiplier(25.0, **gains)
+        again.load_state_dict(pid.state_dict())
+        assert [again.update(c) for c in costs[:15]] == [pid.update(c) for c in costs[:15]]
+
+
+def test_pid_lagrange_derivative_term_raises_lambda_only_while_cost_climbs():
+    def lam(costs, d_delay=1):  # no smoothing, no P or I term: lambda = 0.1 x the rise
+        pid = PIDLagrangeMultiplier(25.0, kp=0.0, ki=0.0, kd=0.1, d_delay=d_delay, ema=0.0)
+        return [pid.update(c) for c in costs]
+
+    assert lam([10.0, 30.0, 60.0]) == pytest.approx([1.0, 2.0, 3.0])  # the rise since last time
+    assert lam([60.0, 30.0, 10.0]) == pytest.approx([6.0, 0.0, 0.0])  # a fall adds nothing
+    assert lam([10.0, 30.0, 60.0], d_delay=2) == pytest.approx([1.0, 3.0, 5.0])  # 2 updates back
+
+
+def test_pid_lagrangian_drives_ppo_lag_on_fresh_estimates(tmp_path):
+    cfg = Config(algo="ppo-lag", cost_control="pid-lagrangian", env_id=TOY_ENV_ID, total_steps=3_000,
+                 num_envs=1, steps_per_iter=1_000, cost_limit=0.5, pid_lag_ki=0.05,
+                 log_dir=str(tmp_path), run_name="pidlag")
+    trainer = Trainer(cfg)
+    rows = [trainer.iteration(it) for it in range(3)]
+    trainer.envs.close()
+    expected = PIDLagrangeMultiplier(0.5, kp=cfg.pid_lag_kp, ki=0.05, kd=cfg.pid_lag_kd,
+                                     d_delay=cfg.pid_lag_d_delay, ema=cfg.pid_lag_ema)
+    for row in rows:
+        assert row["mode"] == "lagrange" and "margin_u" not in row
+        assert row["lagrange"] == pytest.approx(expected.update(row["cost_est"]))
+    assert rows[-1]["lagrange"] > 0.0
+
+
+def test_cost_control_must_suit_the_algorithm():
+    assert Config().resolved_cost_control == "pid"
+    assert Config(algo="dyna-cppo").resolved_cost_control == "pid"
+    assert Config(algo="ppo-lag").resolved_cost_control == "lagrangian"
+    assert Config(algo="ppo-lag", cost_control="pid-lagrangian").validate().resolved_cost_control \
+        == "pid-lagrangian"
+    for algo, control in [("ppo-lag", "pid"), ("ppo-lag", "bang-bang"), ("cppo", "lagrangian"),
+                          ("dyna-cppo", "pid-lagrangian")]:
+        with pytest.raises(ValueError, match=f"cost_control '{control}' does not apply to algo "
+                                             f"'{algo}'") as info:
+            Config(algo=algo, cost_control=control).validate()
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="cost_control must be one of"):
+        Config(cost_control="pi").validate()
+    with pytest.raises(ValueError, match="pid_lag_ema"):
+        Config(algo="ppo-lag", pid_lag_ema=1.0).validate()
+
+
+def test_configs_saved_when_ppo_lag_ignored_cost_control_still_load():
+    # Before cost_control applied to ppo-lag, its runs saved the cppo default ("pid").
+    old = Config.from_dict({"algo": "ppo-lag", "cost_control": "pid"}).validate()
+    assert old.cost_control == "auto" and old.resolved_cost_control == "lagrangian"
+    assert Config.from_dict({"algo": "cppo", "cost_control": "bang-bang"}).cost_control == "bang-bang"
+    reference = Path(__file__).resolve().parents[1] / "dynacppo_lite" / "bench" / "reference"
+    saved = load_checkpoint(reference / "ppolag_SafetyPointGoal1-v0_2e5" / "checkpoint.pt")["config"]
+    assert Config.from_dict(saved).validate().resolved_cost_control == "lagrangian"
+
+
+def test_each_control_keeps_its_state_through_state_dict():
+    for control, algo in [("pid", "cppo"), ("bang-bang", "cppo"), ("lagrangian", "ppo-lag"),
+                          ("pid-lagrangian", "ppo-lag")]:
+        cfg = Config(algo=algo, cost_control=control, lagrangian_lr=0.1)
+        ctl, fresh_ctl = make_cost_control(cfg, 25.0), make_cost_control(cfg, 25.0)
+        for cost in (60.0, 80.0, 10.0):
+            decision = ctl.decide(cost, True, (25.0 - cost) / 100)
+            if ctl.uses_estep:
+                ctl.observe(0.01, 0.002)
+        buf = io.BytesIO()  # as a checkpoint stores it: tensors, numbers, strings only
+        torch.save(ctl.state_dict(), buf)
+        buf.seek(0)
+        fresh_ctl.load_state_dict(torch.load(buf, weights_only=True))
+        assert fresh_ctl.decide(70.0, True, -0.45) == ctl.decide(70.0, True, -0.45), control
+        assert fresh_ctl.fields(decision) == ctl.fields(decision), control
+
+
+def _same_state(a, b):
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
+
+
+def _csv_rows(run_dir):
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    timing = {c for c in CSV_COLUMNS if c.startswith("t_") or c in ("time_s", "sps")}
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows]
+
+
+@pytest.mark.parametrize("algo,control", [("cppo", "pid"), ("cppo", "bang-bang"),
+                                          ("ppo-lag", "lagrangian")])
+def test_checkpoints_from_before_the_control_state_dict_resume_the_same(tmp_path, algo, control):
+    """Old checkpoints kept the controls' state in top-level keys (lagrange, mode, reach,
+    controller); they restore to the same state and continue with the same numbers."""
+    cfg = Config(algo=algo, cost_control=control, env_id=TOY_ENV_ID, total_steps=3_000, num_envs=1,
+                 steps_per_iter=1_000, cost_limit=2.0, lagrangian_lr=0.2, checkpoint_every=1,
+                 log_dir=str(tmp_path), run_name="new")
+
+    def stop(row):
+        if row["iteration"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg).run(callback=stop)
+    new, old = tmp_path / "new", tmp_path / "old"
+    shutil.copytree(new, old)
+    ckpt = load_checkpoint(old / "checkpoint.pt")
+    state = ckpt.pop("cost_control")
+    unused = make_cost_control(Config(algo="ppo-lag"), 2.0).state_dict()["multiplier"]
+    ckpt.update(lagrange=state.get("multiplier", unused),
+                mode=state.get("switch", {"mode": "normal"})["mode"],
+                reach=state.get("share", {"sxy": 0.0, "sxx": 0.0}),
+                controller=state.get("controller", {"integral": 1.0})["integral"])
+    torch.save(ckpt, old / "checkpoint.pt")
+    restored = {}
+    for run in (new, old):
+        trainer = Trainer(resume=run)
+        restored[run.name] = trainer.cost_control.state_dict()
+        trainer.envs.close()
+    assert _same_state(restored["old"], restored["new"])
+    for run in (new, old):
+        train(resume=run)
+    assert _csv_rows(old) == _csv_rows(new) and len(_csv_rows(new)) == 3
