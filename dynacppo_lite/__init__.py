@@ -4,15 +4,16 @@ Public API: ``make_env``, ``register_env``, ``Config``, ``Trainer``, ``train``, 
 and the modules ``gae``, ``estep``, ``mstep``, ``dynamics``, ``exercises``, ``plots``,
 ``widgets``.
 
-``dynacppo_lite.train`` is the module ``dynacppo_lite/train.py``; it is callable, so
-``train(cfg)`` trains (it calls ``dynacppo_lite.train.train``).
+``dynacppo_lite.train`` is the function ``train(cfg)`` (defined in ``dynacppo_lite/train.py``).
+Import that module's other names from it (``from dynacppo_lite.train import update_policy``);
+the module object itself is ``importlib.import_module("dynacppo_lite.train")``.
 """
 
-from dynacppo_lite import train
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import make_env, register_env
 from dynacppo_lite.evaluation import Evaluation, evaluate
-from dynacppo_lite.train import PluginError, Trainer
+from dynacppo_lite.plugins import PluginError
+from dynacppo_lite.train import Trainer, train
 
 __all__ = ["Config", "Evaluation", "PluginError", "Trainer", "evaluate", "make_env", "register_env", "train"]
 __version__ = "0.1.0"

@@ -28,3 +28,10 @@ class Batch:
 
     def cat(self, other: Batch) -> Batch:
         return Batch(**{k: torch.cat([getattr(self, k), getattr(other, k)]) for k in self.__dict__})
+
+
+def first_order_change(ratio: torch.Tensor, batch: Batch) -> tuple[float, float]:
+    """``(mean((r - 1) A), mean((r - 1) A_c))`` for ratios r (N,) on the batch's samples: the
+    first-order change of reward and cost per step that moving the policy to r buys, in the
+    units of the E-step's ``estep_cost_change`` (mean((v - 1) A_c))."""
+    return float(((ratio - 1) * batch.adv_r).mean()), float(((ratio - 1) * batch.adv_c).mean())

@@ -22,6 +22,19 @@ ALGO_COST_CONTROLS: dict[str, tuple[str, ...]] = {
 }
 COST_CONTROLS = ("auto", "pid", "margin", "bang-bang", "lagrangian", "pid-lagrangian")
 MSTEPS = ("linear", "tracking")
+#: Config fields renamed since runs were first saved: old name -> name today. ``config.json``,
+#: checkpoints, ``--set`` and a resume's ``changes`` may use either (:func:`renamed_fields`).
+RENAMED_FIELDS = {"kl": "estep_kl", "reach_init": "rho_init", "reach_smoothing": "rho_smoothing",
+                  "reach_min": "rho_min"}
+
+
+def renamed_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (field -> value) with old field names replaced by today's (:data:`RENAMED_FIELDS`).
+
+    >>> renamed_fields({"kl": 0.02, "seed": 1})
+    {'estep_kl': 0.02, 'seed': 1}
+    """
+    return {RENAMED_FIELDS.get(key, key): value for key, value in values.items()}
 
 
 @dataclass
@@ -83,12 +96,9 @@ class Config:
     max_grad_norm: float = 0.5
     """Gradient-norm clip for all networks."""
     init_log_std: float = -0.5
-    """Initial log standard deviation of the Gaussian policy (std 0.6). OmniSafe and CleanRL
-    start at 0 (std 1); measured here (mean of the last 10% of steps, 3 seeds): std 1 lifts
-    ppo-lag on SafetyPointGoal1-v0 (one seed in three stalled at 5 with 0.6) but costs cppo
-    half its return there (1M steps: 3.2 against 6.3) and both algorithms most of theirs on
-    SafetyHalfCheetahVelocity-v1 at 2e5 steps (cppo 125 against 730, ppo-lag 221 against 986).
-    ``bench learning`` runs ppo-lag at 0 as well, as OmniSafe does, beside its reference."""
+    """Initial log standard deviation of the Gaussian policy (-0.5: std 0.6), the same for
+    every algorithm. OmniSafe and CleanRL start at 0 (std 1); the comparison is in
+    docs/results.md ("The policy's initial std")."""
 
     # --- advantages ---
     gamma: float = 0.99
@@ -101,16 +111,13 @@ class Config:
     """Cost GAE lambda (paper: 0.95)."""
 
     # --- CPPO: E-step, M-step, recovery ---
-    kl: float = 0.005
-    """KL of the E-step's target; its budget is kl / (2 ln 2 - 1) (paper appendix E: 0.02). With
-    the linear M-step only the direction of v - 1 matters (the step size is set by the M-step's
-    clip and ``target_kl``), and a small budget keeps that direction undistorted by the bound
-    v >= b, which flattens the largest negative advantages (on the Goal tasks the samples that
-    enter a hazard). Measured without a constraint, 2e5 steps, 3 seeds: the share of targets
-    at the bound was 5% at 0.02 and 0.1% at 0.005, and SafetyHalfCheetahVelocity-v1's return
-    627 and 856 (0.001: 830), SafetyPointGoal1-v0's 24.8 and 24.1. Earlier, kl 0.1 (4-8% at the
-    bound) ran SafetyPointGoal1-v0 at return 12-19, against 20-25 at 0.02 (seed 0, 1e6 steps).
-    The tracking loss (``mstep = "tracking"``) needs 0.1: it follows only a tenth of v."""
+    estep_kl: float = 0.005
+    """The E-step's KL, the size of its trust region (paper appendix E: 0.02); its budget is
+    ``kl_budget`` = estep_kl / (2 ln 2 - 1). Not the M-step's early stop (``target_kl``) nor the
+    realised KL of the update (``progress.csv``'s ``kl``). With the linear M-step only the
+    direction of v - 1 matters, and a small trust region keeps the bound v >= b from bending
+    that direction (measurements: docs/results.md, "The E-step's KL"). The tracking loss
+    (``mstep = "tracking"``) needs 0.1: it follows only a tenth of v. Saved as ``kl`` before."""
     estep_method: str = "exact"
     """``exact`` (true optimum of the E-step problem) or ``heuristic`` (paper Algorithm 1)."""
     v_lower_bound: float = 0.4
@@ -161,11 +168,12 @@ class Config:
     cost change (``cost_control.RealisedShare``: the slope of ``mstep_cost_change`` on
     ``estep_cost_change`` over recent iterations), so that the cost constraint holds for the
     step the policy actually takes rather than for the E-step's target."""
-    reach_init: float = 0.2
-    """rho assumed before it has been measured (the ``reach_*`` names are kept for saved runs)."""
-    reach_smoothing: float = 0.8
+    rho_init: float = 0.2
+    """The realised share rho (``cost_control.RealisedShare``, logged as ``rho``) assumed before
+    it has been measured. Saved as ``reach_init`` before."""
+    rho_smoothing: float = 0.8
     """Weight of the past in rho's running sums (0: last iteration only)."""
-    reach_min: float = 0.05
+    rho_min: float = 0.05
     """Lower bound on rho (it divides the margin)."""
     cost_window: int = 20
     """Finished episodes in the cost estimate J_c that the E-step margin, the switch and the
@@ -246,8 +254,8 @@ class Config:
 
     @property
     def kl_budget(self) -> float:
-        """delta' = kl / (2 ln 2 - 1): the E-step's trust-region budget (appendix E)."""
-        return self.kl / (2 * math.log(2) - 1)
+        """delta' = estep_kl / (2 ln 2 - 1): the E-step's trust-region budget (appendix E)."""
+        return self.estep_kl / (2 * math.log(2) - 1)
 
     def validate(self) -> Config:
         """Raise a one-line ValueError for any setting that cannot work; return self."""
@@ -262,7 +270,7 @@ class Config:
              f"steps_per_iter ({self.steps_per_iter}) must be >= num_envs ({self.num_envs})"),
             (self.cost_limit is None or self.cost_limit >= 0,
              f"cost_limit must be >= 0, got {self.cost_limit}"),
-            (self.kl > 0, f"kl must be > 0, got {self.kl}"),
+            (self.estep_kl > 0, f"estep_kl must be > 0, got {self.estep_kl}"),
             (0 <= self.v_lower_bound < 1, f"v_lower_bound must be in [0, 1), got {self.v_lower_bound}"),
             (0 < self.lower_clip < 1 and 0 < self.lower_clip_final < 1,
              "lower_clip and lower_clip_final must be in (0, 1)"),
@@ -275,9 +283,9 @@ class Config:
             (self.cost_control in ("auto", *ALGO_COST_CONTROLS.get(self.algo, ())),
              f"cost_control {self.cost_control!r} does not apply to algo {self.algo!r}: use one of "
              f"{('auto', *ALGO_COST_CONTROLS.get(self.algo, ()))}"),
-            (0 < self.reach_min <= self.reach_init <= 1,
-             f"need 0 < reach_min <= reach_init <= 1, got {self.reach_min} and {self.reach_init}"),
-            (0 <= self.reach_smoothing < 1, f"reach_smoothing must be in [0, 1), got {self.reach_smoothing}"),
+            (0 < self.rho_min <= self.rho_init <= 1,
+             f"need 0 < rho_min <= rho_init <= 1, got {self.rho_min} and {self.rho_init}"),
+            (0 <= self.rho_smoothing < 1, f"rho_smoothing must be in [0, 1), got {self.rho_smoothing}"),
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
@@ -313,12 +321,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Inverse of :meth:`to_dict` (tuples restored; unknown keys rejected with a clear error)."""
+        """Inverse of :meth:`to_dict` (tuples restored; old field names read as today's,
+        :data:`RENAMED_FIELDS`; unknown keys rejected with a clear error)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        data = renamed_fields(data)
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        data = dict(data)
         if data.get("algo") == "ppo-lag" and data.get("cost_control") in ALGO_COST_CONTROLS["cppo"]:
             data["cost_control"] = "auto"  # saved when ppo-lag ignored the field: its multiplier ran
         for key in ("hidden", "model_hidden"):

@@ -196,7 +196,7 @@ class CostControl:
 
     def observe(self, estep_cost_change: float | None, mstep_cost_change: float) -> None:
         """The update's outcome: the E-step's predicted first-order cost change per step
-        (``None`` without an E-step) and the one the M-step realised (``train.first_order_change``)."""
+        (``None`` without an E-step) and the one the M-step realised (``batch.first_order_change``)."""
 
     def fields(self, decision: Decision) -> dict[str, Any]:
         """Its ``progress.csv`` columns for this iteration (read before :meth:`observe`)."""
@@ -218,7 +218,7 @@ class CostControl:
 
 class EStepControl(CostControl):
     """The controls that give CPPO's E-step a cost margin. Each keeps the realised share rho
-    (:class:`RealisedShare`, logged as ``reach_est``), which ``margin`` and ``bang-bang``
+    (:class:`RealisedShare`, logged as ``rho``), which ``margin`` and ``bang-bang``
     divide their margin by and ``pid`` only reports."""
 
     uses_estep = True
@@ -232,7 +232,7 @@ class EStepControl(CostControl):
             self.share.update(estep_cost_change, mstep_cost_change)
 
     def fields(self, decision: Decision) -> dict[str, Any]:
-        return {"margin_u": decision.u, "reach_est": self.share.value}
+        return {"margin_u": decision.u, "rho": self.share.value}
 
     def legacy_state(self, ckpt: Mapping[str, Any]) -> dict[str, Any]:
         # Runs saved before rho was measured stored a number there: they restart rho afresh.
@@ -340,7 +340,7 @@ def make_cost_control(cfg: Config, cost_limit: float) -> CostControl:
         return LagrangianControl(name, PIDLagrangeMultiplier(
             cost_limit, kp=cfg.pid_lag_kp, ki=cfg.pid_lag_ki, kd=cfg.pid_lag_kd,
             d_delay=cfg.pid_lag_d_delay, ema=cfg.pid_lag_ema, integral=cfg.lagrangian_init))
-    share = RealisedShare(cfg.reach_init, cfg.reach_smoothing, cfg.reach_min)
+    share = RealisedShare(cfg.rho_init, cfg.rho_smoothing, cfg.rho_min)
     if name == "pid":
         return PIMarginControl(MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
                                                 cfg.pid_integral_init), cost_limit, share)

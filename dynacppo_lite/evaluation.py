@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynacppo_lite.nets import ActorCritic
-from dynacppo_lite.train import load_trained
+from dynacppo_lite.config import Config
+from dynacppo_lite.envs import default_cost_limit, make_env
+from dynacppo_lite.nets import ActorCritic, sample_action
+from dynacppo_lite.runlog import load_checkpoint
 
 
 @dataclass
@@ -71,6 +73,28 @@ class Evaluation:
                 "satisfied": self.satisfied}
 
 
+def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
+                 render_mode: str | None = None,
+                 freeze_obs_norm: bool = True) -> tuple[Config, Any, ActorCritic]:
+    """A run's agent and a fresh env to run it in: ``(config, envs, agent)``.
+
+    ``agent`` (an ``nets.ActorCritic``: ``agent.pi`` the policy, ``agent.v_r``/``agent.v_c`` the
+    critics) is loaded from the run's ``checkpoint.pt``. ``envs`` is ``make_env(config.env_id,
+    num_envs, seed)`` scaling observations with the run's normaliser statistics, *frozen*
+    (``freeze_obs_norm``): stepping it does not change them. The caller closes ``envs``. For
+    episode returns and costs, use :func:`evaluate`."""
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    cfg = Config.from_dict(ckpt["config"])
+    envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
+                    max_episode_steps=cfg.max_episode_steps)
+    envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    envs.frozen = freeze_obs_norm
+    agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
+                        cfg.hidden, cfg.init_log_std)
+    agent.load_state_dict(ckpt["agent"])
+    return cfg, envs, agent
+
+
 def evaluate(run_dir: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 12345,
              num_envs: int = 1, max_steps: int = 1_000_000) -> Evaluation:
     """Run ``episodes`` episodes of the run's policy; per-episode return, cost, length.
@@ -114,8 +138,7 @@ def run_episodes(agent: ActorCritic, envs: Any, episodes: int, *, deterministic:
     for _ in range(max_steps):
         with torch.no_grad():
             dist = agent.pi(torch.as_tensor(obs, dtype=torch.float32))
-            act = dist.mean if deterministic else dist.mean + dist.stddev * torch.randn(
-                dist.mean.shape, generator=gen)
+            act = sample_action(dist.mean, dist.stddev, gen, deterministic=deterministic)
         obs, _, _, _, _, info = envs.step(np.clip(act.numpy(), low, high))
         if "episode" in info:
             for i in np.flatnonzero(info["_episode"]):
@@ -130,10 +153,8 @@ def run_episodes(agent: ActorCritic, envs: Any, episodes: int, *, deterministic:
     return r, c, n.astype(int)
 
 
-def _run_cost_limit(run_dir: Path, cfg) -> float:
+def _run_cost_limit(run_dir: Path, cfg: Config) -> float:
     """The limit recorded in config.json (runs since the course kit), else the checkpoint's."""
-    from dynacppo_lite.envs import default_cost_limit
-
     path = run_dir / "config.json"
     saved = json.loads(path.read_text()).get("cost_limit") if path.is_file() else None
     if saved is None:

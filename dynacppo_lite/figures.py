@@ -155,9 +155,10 @@ def pretrained_rollout(env_id: str = SMOKE_ENV, pretrain_steps: int = 5_000, ste
     import torch
 
     from dynacppo_lite.config import Config
+    from dynacppo_lite.evaluation import load_trained
     from dynacppo_lite.gae import dual_gae
     from dynacppo_lite.rollout import Collector
-    from dynacppo_lite.train import load_trained, train
+    from dynacppo_lite.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(algo="cppo", env_id=env_id, seed=seed, total_steps=pretrain_steps, num_envs=1,
@@ -405,7 +406,8 @@ def render_policy_gif(out: str | Path, policy_file: str | Path | None = None, *,
     frames = []
     for _ in range(steps):
         frames.append(env.call("render")[0])
-        act, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
+        with torch.no_grad():
+            act = policy(torch.as_tensor(obs, dtype=torch.float32)).mean
         act = np.clip(act.numpy(), env.single_action_space.low, env.single_action_space.high)
         obs, *_ = env.step(act)
     env.close()

@@ -22,6 +22,7 @@ advantages of the same (s, a) (:func:`advantage_agreement` on probe branches).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -31,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dynacppo_lite.batch import Batch
+from dynacppo_lite.batch import Batch, first_order_change
 from dynacppo_lite.buffer import ReplayBuffer
 from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
 from dynacppo_lite.gae import DualGAE, dual_gae
-from dynacppo_lite.nets import ActorCritic
+from dynacppo_lite.nets import ActorCritic, sample_action
 
 if TYPE_CHECKING:
     from dynacppo_lite.rollout import Rollout
@@ -93,8 +94,7 @@ def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.T
         with torch.no_grad():
             dist = agent.pi(o)
             a = (first_act if j == 0 and first_act is not None else
-                 dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator,
-                                                       device=dev))
+                 sample_action(dist.mean, dist.stddev, generator))
             logp = agent.pi.log_prob(dist, a)
         vr, vc = agent.values(o)
         next_raw, r, c, term, trunc, _ = model_env.step(torch.clamp(a, lo, hi))
@@ -148,6 +148,24 @@ OPEN_LOOP_STARTS = 512
 #: Probe branches per iteration (at most the real batch size): enough for a correlation to
 #: about +-0.06 (1 / sqrt(256)), a small share of the imagining cost.
 PROBES = 256
+
+
+@torch.no_grad()
+def real_surrogate(agent: ActorCritic, batch: Batch) -> tuple[float, float]:
+    """``batch.first_order_change`` of the current policy over the batch's behaviour policy,
+    ``r = pi / pi_old``: the reward and cost change per step an update buys on real data."""
+    return first_order_change(
+        (agent.pi.log_prob(agent.pi(batch.obs), batch.act) - batch.logp).exp(), batch)
+
+
+def round_kept(before: tuple[float, float], after: tuple[float, float], mode: str,
+               cost_margin: float) -> bool:
+    """The acceptance rule of an imagined round: by :func:`real_surrogate` before and after it,
+    in recovery the real cost change must fall; otherwise the real reward change must rise and
+    the cost change rise by no more than the E-step's margin (nothing when it is negative)."""
+    if mode == "recovery":
+        return after[1] < before[1]
+    return after[0] > before[0] and after[1] - before[1] <= max(cost_margin, 0.0)
 
 
 class DynaModel:
@@ -266,6 +284,31 @@ class DynaModel:
                      adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
                      critic_mask=torch.full((n_imag,), cfg.imagined_critics,
                                             device=self.device)), row
+
+    def rounds(self, agent: ActorCritic, pi_opt: torch.optim.Optimizer, envs: Any, real: Batch,
+               n_samples: float, update: Callable[[Batch], dict[str, float]], mode: str,
+               estep_margin: float) -> dict[str, Any]:
+        """ME-TRPO's rounds: ``model_rounds`` further policy updates (``update``, the trainer's
+        E-step/M-step in ``mode`` on a batch), each on a fresh imagined batch of about
+        ``n_samples``, kept only where :func:`round_kept` accepts its effect on the ``real``
+        batch (else the policy and its optimiser are put back). Returns the CSV fields
+        ``rounds_kept`` and ``rounds_kl`` (the summed realised KL of the kept rounds)."""
+        out = {"rounds_kept": 0, "rounds_kl": 0.0}
+        before = real_surrogate(agent, real)
+        for _ in range(self.cfg.model_rounds):
+            more, _ = self.imagined_batch(agent, envs, n_samples)
+            saved = copy.deepcopy((agent.pi.state_dict(), pi_opt.state_dict()))
+            stats = update(more)
+            after = real_surrogate(agent, real)
+            kept = round_kept(before, after, mode, estep_margin)
+            if kept:
+                before = after
+            else:
+                agent.pi.load_state_dict(saved[0])
+                pi_opt.load_state_dict(saved[1])
+            out["rounds_kept"] += int(kept)
+            out["rounds_kl"] += stats["kl"] * kept
+        return out
 
     def imagine(self, ro: Rollout, adv: DualGAE, agent: ActorCritic,
                 envs: Any) -> tuple[Batch | None, dict[str, float]]:

@@ -30,6 +30,8 @@ All tensors are (B,) over the minibatch; the loss is a scalar.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import Normal, kl_divergence
 
@@ -100,16 +102,23 @@ def decoupled_likelihood_loss(dist_new: Normal, dist_old: Normal, act: torch.Ten
 
 
 def mstep_diagnostics(logp_new: torch.Tensor, logp_old: torch.Tensor, *,
-                      lower_clip: float) -> dict[str, float]:
+                      lower_clip: float, upper_clip: float = math.inf) -> dict[str, float]:
     """Floats for the log: ``approx_kl`` = mean((r - 1) - log r) (an unbiased, non-negative
-    estimator of KL(pi_old || pi_theta)), ``clip_frac`` = fraction of r < lower_clip,
-    ``ratio_mean`` = mean(r)."""
+    estimator of KL(pi_old || pi_theta)), ``clip_frac`` = fraction of r outside the loss's clip
+    range [lower_clip, upper_clip] (:func:`clip_range`), ``ratio_mean`` = mean(r)."""
     with torch.no_grad():
         log_ratio = logp_new - logp_old
         ratio = log_ratio.exp()
+        outside = (ratio < lower_clip) | (ratio > upper_clip)
         return {"approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
-                "clip_frac": float((ratio < lower_clip).to(ratio.dtype).mean()),
+                "clip_frac": float(outside.to(ratio.dtype).mean()),
                 "ratio_mean": float(ratio.mean())}
+
+
+def clip_range(mstep: str, lower_clip: float) -> tuple[float, float]:
+    """The ratio range [lo, hi] outside which the M-step loss ``mstep`` stops pulling: the
+    tracking losses clip below only, [b, inf); the linear surrogates on both sides, [b, 2 - b]."""
+    return (lower_clip, math.inf) if mstep == "tracking" else (lower_clip, 2.0 - lower_clip)
 
 
 def realised_fraction(ratio: torch.Tensor, v_target: torch.Tensor) -> tuple[float, float]:

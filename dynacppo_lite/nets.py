@@ -5,6 +5,8 @@ Shapes: ``obs`` is (B, obs_dim); actions are (B, act_dim); values are (B,).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -26,6 +28,21 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh,
     return nn.Sequential(*layers)
 
 
+def sample_action(mean: Any, std: Any, rng: Any = None, *, deterministic: bool = False) -> Any:
+    """An action of the Gaussian policy: ``mean + std * noise``, noise ~ N(0, 1) (B, act_dim),
+    or the ``mean`` itself when ``deterministic``. The one place the package draws actions.
+
+    torch tensors draw the noise with ``torch.randn`` from the generator ``rng`` (None: torch's
+    global generator) on ``mean``'s device; numpy arrays (``NumpyActor``, the real rollouts)
+    draw float32 noise from the ``np.random.Generator`` ``rng``. Unclipped: the envs and the
+    model clip to the action space."""
+    if deterministic:
+        return mean
+    if isinstance(mean, np.ndarray):
+        return mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+    return mean + std * torch.randn(mean.shape, generator=rng, device=mean.device)
+
+
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log-std."""
 
@@ -44,14 +61,6 @@ class GaussianPolicy(nn.Module):
     def log_prob(dist: Normal, act: torch.Tensor) -> torch.Tensor:
         """log pi(a|s) summed over action dimensions: (B,)."""
         return dist.log_prob(act).sum(-1)
-
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor,
-            deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample (or take the mean of) the policy: returns (actions (B, act_dim), logp (B,))."""
-        dist = self(obs)
-        act = dist.mean if deterministic else dist.sample()
-        return act, self.log_prob(dist, act)
 
 
 class Critic(nn.Module):
@@ -74,12 +83,6 @@ class ActorCritic(nn.Module):
         self.pi = GaussianPolicy(obs_dim, act_dim, hidden, init_log_std)
         self.v_r = Critic(obs_dim, hidden)
         self.v_c = Critic(obs_dim, hidden)
-
-    @torch.no_grad()
-    def step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batched inference for acting: (actions, logp, V_r, V_c), each with batch dim B."""
-        act, logp = self.pi.act(obs)
-        return act, logp, self.v_r(obs), self.v_c(obs)
 
     @torch.no_grad()
     def values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,5 +115,4 @@ class NumpyActor:
         return x
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        mu = self.mean(obs)
-        return mu + self.std * self.rng.standard_normal(mu.shape, dtype=np.float32)
+        return sample_action(self.mean(obs), self.std, self.rng)

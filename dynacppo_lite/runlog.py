@@ -20,33 +20,45 @@ A run directory ``<log_dir>/<run_name>/`` holds
 * ``log.txt``: the same numbers as human-readable lines, after a line naming the numeric
   environment (versions, BLAS kernels) at the start and at each resume;
 * ``checkpoint.pt``: everything needed to continue (written atomically: a kill mid-write
-  leaves the previous checkpoint intact);
+  leaves the previous checkpoint intact; :func:`trainer_state` says what it holds);
 * ``policy_final.pt``: the policy and observation normaliser at the end.
 
 Checkpoints hold only tensors, numbers, strings and containers of them, so they load with
 ``torch.load(weights_only=True)``: no pickled code runs when a file is opened.
+
+The resume policy lives here too, one rule for every caller (the command line, ``train``, the
+notebooks' ``TrainingMonitor``, ``make figures``, ``bench learning``): :func:`run_status` says
+whether a run directory is ``finished``, to ``resume`` or to ``train``; a resumed run keeps its
+saved settings except :data:`RESUME_CHANGES` (:func:`resume_config`).
+
+Saved runs from before a rename load as they are: :data:`CSV_RENAMED` maps old
+``progress.csv`` columns to their names today (``read_progress`` and a resume apply it), and
+``Config.from_dict`` maps old ``config.json`` fields (``config.RENAMED_FIELDS``).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dynacppo_lite.config import Config
+from dynacppo_lite.config import Config, renamed_fields
+from dynacppo_lite.envs import default_cost_limit
 from dynacppo_lite.seeding import numeric_environment
 
 CSV_COLUMNS = [
     "step", "iteration", "ep_return", "ep_cost", "ep_len", "episodes", "mode", "cost_est",
     "cost_est_se", "cost_est_n", "cost_margin", "margin_u", "estep_margin", "estep_cost_change",
     "mstep_cost_change", "mstep_reward_change", "kl",
-    "reach", "reach_corr", "reach_est", "clip_frac", "ratio_mean", "estep_angle",
+    "reach", "reach_corr", "rho", "clip_frac", "ratio_mean", "estep_angle",
     "estep_feasible", "estep_at_bound", "target_used", "lagrange", "loss_pi",
     "loss_vr", "loss_vc", "pi_lr", "lower_clip", "epochs_run", "loss_dyn_train",
     "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k", "dyn_err_rew_1", "dyn_err_rew_k",
@@ -56,6 +68,10 @@ CSV_COLUMNS = [
     "time_s", "t_env", "t_infer", "t_collect", "t_model", "t_imagine", "t_estep", "t_mstep",
     "t_critics",
 ]
+
+#: ``progress.csv`` columns renamed since runs were first saved: old name -> name today.
+#: ``reach_est`` was the realised share rho (``cost_control.RealisedShare``).
+CSV_RENAMED = {"reach_est": "rho"}
 
 
 class CheckpointError(ValueError):
@@ -177,16 +193,39 @@ class RunLog:
         self.note("numeric environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
 
     def truncate_after(self, iteration: int) -> None:
-        """Drop rows newer than ``iteration`` (written after the last checkpoint of a killed run)."""
+        """Drop rows newer than ``iteration`` (written after the last checkpoint of a killed run).
+
+        A file written under older column names or another column order is rewritten in
+        today's :data:`CSV_COLUMNS` (old names by :data:`CSV_RENAMED`; a column it lacks stays
+        empty), so the rows a resume appends line up with it."""
         with open(self.csv_path, newline="") as f:
             rows = list(csv.reader(f))
-        header, body = rows[0], rows[1:]
+        header, body = [CSV_RENAMED.get(c, c) for c in rows[0]], rows[1:]
         it = header.index("iteration")
-        keep = [r for r in body if len(r) == len(header) and int(r[it]) <= iteration]
+        keep = [dict(zip(header, r, strict=True)) for r in body
+                if len(r) == len(header) and int(r[it]) <= iteration]
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
+            csv.writer(f).writerows([CSV_COLUMNS, *([r.get(c, "") for c in CSV_COLUMNS] for r in keep)])
         os.replace(tmp, self.csv_path)
+
+    def resume(self, cfg: Config, ckpt: Mapping[str, Any], done: int, notes: list[str],
+               finished: bool) -> None:
+        """Take over a run that stopped after ``done`` iterations: drop the rows written after
+        its checkpoint and, unless it stays finished, note the numeric environment and each
+        setting ``notes`` says was changed (printed, in ``log.txt`` and ``config.json``, and in
+        the checkpoint at once: a kill before the next one must not undo the change)."""
+        self.truncate_after(done - 1)
+        if finished:
+            return
+        self.note_environment()
+        for note in notes:
+            print(f"resume {self.dir}: {note}")
+            self.note(f"resume: {note}")
+        if notes:
+            self.write_config(cfg)
+            self.save_checkpoint({**{k: v for k, v in ckpt.items() if k != "format"},
+                                  "config": cfg.to_dict()})
 
     def note(self, line: str) -> None:
         """Append ``line`` to ``log.txt``: an event between iterations (a setting changed on
@@ -257,7 +296,171 @@ def final_score(step: Any, values: Any, until: float | None = None) -> float:
 
 
 def read_progress(run_dir: str | Path):
-    """``progress.csv`` of a run as a pandas DataFrame."""
+    """``progress.csv`` of a run as a pandas DataFrame, columns under today's names
+    (:data:`CSV_RENAMED`), so runs saved before a rename read as new ones do."""
     import pandas as pd
 
-    return pd.read_csv(Path(run_dir) / "progress.csv")
+    return pd.read_csv(Path(run_dir) / "progress.csv").rename(columns=CSV_RENAMED)
+
+
+# --- checkpoints of a trainer ------------------------------------------------------------------
+def trainer_state(trainer: Any, iteration: int) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds after ``iteration`` of a ``train.Trainer``: its config, the
+    networks and optimisers, the cost control and cost window, the last episode means, every
+    random generator, the observation normaliser and (dyna-cppo) the model and replay buffer."""
+    t = trainer
+    state = {
+        "config": t.cfg.to_dict(), "iteration": iteration, "elapsed": t.elapsed,
+        "agent": t.agent.state_dict(), "pi_opt": t.pi_opt.state_dict(),
+        "vf_opt": t.vf_opt.state_dict(), "cost_control": t.cost_control.state_dict(),
+        "last_ep": list(t.last_ep), "rng": rng_state(),
+        "cost_estimate": t.cost.state_dict(), "gen": t.gen.get_state(),
+        "obs_norm": {k: torch.as_tensor(v) for k, v in t.envs.state_dict().items()},
+    }
+    if t.dyna is not None:
+        state["dyna"] = t.dyna.state_dict()
+    return state
+
+
+def restore_trainer(trainer: Any, ckpt: Mapping[str, Any]) -> int:
+    """Load :func:`trainer_state`'s ``ckpt`` into a freshly built trainer of the same setting;
+    returns the iterations done. A mismatch is a one-line :class:`CheckpointError`."""
+    t = trainer
+    try:
+        t.agent.load_state_dict(ckpt["agent"])
+        t.pi_opt.load_state_dict(ckpt["pi_opt"])
+        t.vf_opt.load_state_dict(ckpt["vf_opt"])
+        # Checkpoints written before the cost controls had a state_dict keep theirs in
+        # top-level keys (lagrange, mode, reach, controller): legacy_state reads those.
+        t.cost_control.load_state_dict(ckpt["cost_control"] if "cost_control" in ckpt
+                                       else t.cost_control.legacy_state(ckpt))
+        t.envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+        t.last_ep = tuple(ckpt["last_ep"])
+        t.cost.load_state_dict(ckpt["cost_estimate"])
+        set_rng_state(ckpt["rng"])
+        t.gen.set_state(ckpt["gen"])
+        if t.dyna is not None:
+            t.dyna.load_state_dict(ckpt["dyna"])
+        t.elapsed = float(ckpt["elapsed"])
+        return int(ckpt["iteration"]) + 1
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise CheckpointError(f"checkpoint does not match this run's setting ({reason})") from None
+
+
+# --- the resume policy -------------------------------------------------------------------------
+#: What a resume may change: where the run computes and how long it goes. Every other field
+#: shapes the results, so it stays as the run was started (see ``train.train``).
+RESUME_CHANGES = ("total_steps", "device", "checkpoint_every", "torch_threads")
+
+
+def iterations(cfg: Config) -> tuple[int, int]:
+    """``(batch_size, num_iters)``: real steps per iteration (``steps_per_iter`` rounded down to
+    a multiple of ``num_envs``) and the iterations that make up ``total_steps``."""
+    batch_size = cfg.steps_per_iter // cfg.num_envs * cfg.num_envs
+    return batch_size, max(1, cfg.total_steps // batch_size)
+
+
+def _same(key: str, given: Any, cfg: Config) -> bool:
+    """Whether ``given`` for field ``key`` is what ``cfg`` (a run's config) already holds."""
+    saved = getattr(cfg, key)
+    if key == "cost_limit" and given is None:  # None: the task's limit, which the run recorded
+        return saved == default_cost_limit(cfg.env_id)
+    if key == "log_dir":
+        return os.path.normpath(str(given)) == os.path.normpath(str(saved))
+    if key == "run_name":  # None names the directory <algo>_<env_id>_s<seed>
+        return given == (saved or f"{cfg.algo}_{cfg.env_id}_s{cfg.seed}") or given == saved
+    if isinstance(given, list):
+        given = tuple(given)
+    return given == saved
+
+
+def resume_config(saved: Config, changes: Mapping[str, Any] | None = None,
+                  config: Config | None = None) -> tuple[Config, list[str]]:
+    """The config a resumed run continues with, and one line per setting that changes.
+
+    ``saved`` is the run's own config; ``changes`` asks for new values (old field names are
+    read as today's, ``config.RENAMED_FIELDS``). A field of :data:`RESUME_CHANGES` takes the
+    value given; any other field may be given only with its saved value (so a command line
+    that repeats the run's settings is accepted), else a one-line ValueError names it.
+    ``config``, when given, is checked against the result and never read for values, since a
+    Config's defaults cannot be told from values its caller chose.
+
+    >>> cfg, notes = resume_config(Config(total_steps=8_000, device="cpu"), {"total_steps": 16_000})
+    >>> (cfg.total_steps, cfg.device, notes)
+    (16000, 'cpu', ['total_steps 8000 -> 16000'])
+    """
+    names = [f.name for f in dataclasses.fields(Config)]
+    changes = renamed_fields(changes or {})
+    unknown = [key for key in changes if key not in names]
+    if unknown:
+        raise ValueError(f"resume: {unknown[0]!r} is not a Config field")
+    fixed = [key for key, value in changes.items()
+             if key not in RESUME_CHANGES and not _same(key, value, saved)]
+    if fixed:
+        what = ", ".join(f"{key} (saved {getattr(saved, key)!r}, given {changes[key]!r})" for key in fixed)
+        raise ValueError(f"resume cannot change {what}: a resumed run keeps its saved settings; "
+                         f"only {', '.join(RESUME_CHANGES)} may change (start a new run for others)")
+    moved = {key: value for key, value in changes.items()
+             if key in RESUME_CHANGES and not _same(key, value, saved)}
+    cfg = dataclasses.replace(saved, **moved).validate()
+    if config is not None:
+        differ = [key for key in names if key not in ("log_dir", "run_name")
+                  and not _same(key, getattr(config, key), cfg)]
+        if differ:
+            what = ", ".join(f"{key} (saved {getattr(cfg, key)!r}, given {getattr(config, key)!r})"
+                             for key in differ)
+            raise ValueError(f"resume: the config given differs from the run's own in {what}; "
+                             "pass config=None (the run's settings) and changes={...} for "
+                             f"{', '.join(RESUME_CHANGES)}")
+    return cfg, [f"{key} {getattr(saved, key)} -> {value}" for key, value in moved.items()]
+
+
+def resume_point(run_dir: str | Path, config: Config | None = None,
+                 changes: Mapping[str, Any] | None = None
+                 ) -> tuple[Config, dict[str, Any], list[str], int]:
+    """``(config, checkpoint, notes, iterations done)`` of the run in ``run_dir`` resumed with
+    ``changes`` (:func:`resume_config`); a budget below the steps already done is an error."""
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    try:
+        saved = Config.from_dict(ckpt["config"])
+        done = int(ckpt["iteration"]) + 1
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {run_dir / 'checkpoint.pt'} has no usable config "
+                              f"or iteration ({reason})") from None
+    cfg, notes = resume_config(saved, changes, config)
+    batch_size, num_iters = iterations(cfg)
+    if done > num_iters:
+        raise ValueError(f"total_steps {cfg.total_steps} is below the {done * batch_size} steps "
+                         f"{run_dir} has already done")
+    return cfg, ckpt, notes, done
+
+
+def is_finished(run_dir: str | Path, done: int, cfg: Config) -> bool:
+    """A run that has done ``done`` iterations is finished for ``cfg`` when that is all of
+    ``cfg.total_steps`` and its final policy is written (a run resumed for more steps keeps
+    the earlier ``policy_final.pt`` until it ends again: the count decides)."""
+    return done >= iterations(cfg)[1] and (Path(run_dir) / "policy_final.pt").is_file()
+
+
+def run_status(run_dir: str | Path, changes: Mapping[str, Any] | None = None) -> str:
+    """What to do with ``run_dir`` for a run of its own settings with ``changes`` (e.g.
+    ``{"total_steps": ...}``): ``"finished"`` (:func:`is_finished`: nothing to train),
+    ``"resume"`` (a checkpoint to continue) or ``"train"`` (no checkpoint: start afresh).
+
+    The one rule the command line (``train``), ``widgets.TrainingMonitor.train_all``, ``make
+    figures`` and ``bench learning`` follow. Errors as :func:`resume_point` (a budget below the
+    steps done, a setting a resume may not change)."""
+    if not (Path(run_dir) / "checkpoint.pt").is_file():
+        return "train"
+    cfg, _, _, done = resume_point(run_dir, None, changes)
+    return "finished" if is_finished(run_dir, done, cfg) else "resume"
+
+
+def say_finished(run_dir: str | Path, cfg: Config) -> None:
+    """The one line a resume of a finished run prints."""
+    batch_size, num_iters = iterations(cfg)
+    print(f"{run_dir} is already finished ({num_iters * batch_size} steps, its total_steps "
+          f"{cfg.total_steps}); give a larger total_steps (--total-steps) to train it on")

@@ -37,6 +37,7 @@ import torch
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
 from dynacppo_lite.envs.make import single_env_factory
 from dynacppo_lite.imagine import advantage_agreement, observation_normalizer
+from dynacppo_lite.nets import sample_action
 
 
 class SimulatorEnv:
@@ -149,8 +150,7 @@ def action_effects(trainer: Any, dyna: Any, sim: SimulatorEnv,
                  for b in (envs.single_action_space.low, envs.single_action_space.high))
     with torch.no_grad():
         dist = agent.pi(normalize(start))
-        acts = [torch.clamp(dist.mean + dist.stddev * torch.randn(dist.mean.shape), low, high)
-                for _ in range(2)]
+        acts = [torch.clamp(sample_action(dist.mean, dist.stddev), low, high) for _ in range(2)]
     d = start.shape[1]
 
     def model_step(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,9 +38,11 @@ from dynacppo_lite.bench.common import command_line, markdown_table, write_resul
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import margin_from_fraction
 from dynacppo_lite.estep import solve_estep
+from dynacppo_lite.evaluation import load_trained
 from dynacppo_lite.gae import dual_gae
 from dynacppo_lite.lagrangian import lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import (
+    clip_range,
     decoupled_likelihood_loss,
     linear_mstep_loss,
     mstep_diagnostics,
@@ -49,7 +51,7 @@ from dynacppo_lite.mstep import (
 )
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.rollout import Collector
-from dynacppo_lite.train import load_trained, update_policy
+from dynacppo_lite.train import update_policy
 
 #: MPO's bounds for the decoupled likelihood M-step (Abdolmaleki et al. 2018 use a mean bound
 #: about 100x the covariance bound); the mean's takes the trainer's whole KL target.
@@ -75,7 +77,7 @@ def collect_batches(run_dir: Path, n: int, seed: int,
     (the E-step and M-step settings the study compares) with the E-step's KL at
     :data:`STUDY_KL`, not the run's own."""
     run_cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed)
-    cfg = Config(env_id=run_cfg.env_id, steps_per_iter=run_cfg.steps_per_iter, kl=STUDY_KL)
+    cfg = Config(env_id=run_cfg.env_id, steps_per_iter=run_cfg.steps_per_iter, estep_kl=STUDY_KL)
     device = torch.device("cpu")
     collector = Collector(envs, agent, device, seed=seed)
     batches = []
@@ -230,7 +232,8 @@ def study(cfg: Config, agent: ActorCritic, batches: list[Batch], margin: str, se
             else:
                 opt = torch.optim.Adam(fitted.pi.parameters(), lr=cfg.pi_lr, eps=1e-5)
                 epochs = update_policy(fitted, opt, batch, factory(batch, v, adv_ppo), cfg,
-                                       cfg.lower_clip, gen, after_epoch=after_epoch)["epochs_run"]
+                                       clip_range(cfg.mstep, cfg.lower_clip), gen,
+                                       after_epoch=after_epoch)["epochs_run"]
             traces.setdefault(label, []).append(trace)
             results.setdefault(label, []).append({**trace[-1], "epochs": float(epochs), **base})
     # Each batch's own KL and epochs too: an early stop is judged where it happened, not on
