@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dynacppo_lite.config import ALGOS, DEVICES, TRAIN_PRESETS, Config
+from dynacppo_lite.config import ALGOS, DEVICES, RENAMED_FIELDS, TRAIN_PRESETS, Config
 
 BENCH_SUITES = ("env", "throughput", "estep", "mstep", "learning", "model", "recovery")
 
@@ -58,6 +58,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
+        key = RENAMED_FIELDS.get(key, key)  # a field's old name still works (saved commands)
         if not sep or key not in fields:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a Config field "
                              f"(e.g. pi_lr=3e-4)")

@@ -8,11 +8,11 @@ On a batch of N samples with reward advantages A and cost advantages A_c, ``solv
                 mean((v - 1) ** 2)  <= 2 * kl_budget      (reverse-KL trust region, eq. 5)
                 v_i >= lower_bound                        (Algorithm 1's clip)
 
-In x = v - 1 with lo = lower_bound - 1, R^2 = 2 N kl_budget and kappa = N cost_margin this is
-``max A.x  s.t.  sum(x) = 0, A_c.x <= kappa, |x|^2 <= R^2, x >= lo``: a convex QCQP.
+In x = v - 1 with lo = lower_bound - 1, R^2 = 2 N kl_budget and cost_bound = N cost_margin this is
+``max A.x  s.t.  sum(x) = 0, A_c.x <= cost_bound, |x|^2 <= R^2, x >= lo``: a convex QCQP.
 
 Every method is built from one *pass*: fix a set B of entries at lo, give the free entries F
-exactly the budgets that B leaves (sum -|B| lo, norm R^2 - |B| lo^2, cost kappa - lo sum_B A_c)
+exactly the budgets that B leaves (sum -|B| lo, norm R^2 - |B| lo^2, cost cost_bound - lo sum_B A_c)
 and solve the 2-D problem of Theorem 3.4 in the plane of the F-centred A and A_c (``_plane``;
 the paper's angle search has a closed form there). Its solution has the KKT form
 ``x_F = b + t (A - mean_F A) - s (A_c - mean_F A_c)``, b = -|B| lo / |F|.
@@ -92,7 +92,7 @@ def solve_estep(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tens
     """
     a, c = _validated(adv_r, adv_c, cost_margin, kl_budget, lower_bound, method)
     n = a.size
-    lo, r2, kappa = lower_bound - 1.0, 2.0 * n * kl_budget, n * cost_margin
+    lo, r2, cost_bound = lower_bound - 1.0, 2.0 * n * kl_budget, n * cost_margin
 
     def solve(g: np.ndarray, h: np.ndarray, cap: float) -> tuple[np.ndarray | None, int]:
         return _maximise(g, h, cap, lo, r2, method)
@@ -105,9 +105,9 @@ def solve_estep(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tens
                            cost_change=float(np.mean((v - 1.0) * c)))
 
     if recovery:
-        x, feasible, passes = _recovery_rule(a, c, kappa, solve, _tolerance(c, kappa, r2))
+        x, feasible, passes = _recovery_rule(a, c, cost_bound, solve, _tolerance(c, cost_bound, r2))
         return result(x, feasible, "recovery", passes)
-    x, passes = solve(a, c, kappa)
+    x, passes = solve(a, c, cost_bound)
     if x is not None:
         return result(x, True, "normal", passes)
     # No x meets the cost constraint, so the recovery rule is at its case 3.
@@ -161,20 +161,20 @@ def _validated(adv_r: np.ndarray | torch.Tensor, adv_c: np.ndarray | torch.Tenso
     return a, c
 
 
-def _tolerance(c: np.ndarray, kappa: float, r2: float) -> float:
-    """Slack allowed on A_c.x <= kappa: round-off on the scale of the largest feasible |A_c.x|."""
-    return 1e-10 * (abs(kappa) + float(np.linalg.norm(c - c.mean())) * np.sqrt(r2))
+def _tolerance(c: np.ndarray, cost_bound: float, r2: float) -> float:
+    """Slack allowed on A_c.x <= cost_bound: round-off on the scale of the largest feasible |A_c.x|."""
+    return 1e-10 * (abs(cost_bound) + float(np.linalg.norm(c - c.mean())) * np.sqrt(r2))
 
 
-def _recovery_rule(a: np.ndarray, c: np.ndarray, kappa: float,
+def _recovery_rule(a: np.ndarray, c: np.ndarray, cost_bound: float,
                    solve: Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray | None, int]],
                    tol: float) -> tuple[np.ndarray, bool, int]:
     """Section 3.2.2, Fig. 1: (x, cost constraint met, clipping passes)."""
     # 1. min A_c.x s.t. A.x >= 0, i.e. max (-A_c).x s.t. (-A).x <= 0: always feasible (x = 0).
     x1, p1 = solve(-c, -a, 0.0)
-    if x1 is not None and c @ x1 <= kappa + tol:
+    if x1 is not None and c @ x1 <= cost_bound + tol:
         return x1, True, p1
-    x2, p2 = solve(a, c, kappa)  # 2. least reward damage
+    x2, p2 = solve(a, c, cost_bound)  # 2. least reward damage
     if x2 is not None:
         return x2, True, p1 + p2
     x3, p3 = solve(-c, np.zeros_like(c), 0.0)  # 3. pure cost descent
@@ -182,17 +182,17 @@ def _recovery_rule(a: np.ndarray, c: np.ndarray, kappa: float,
     return x3, False, p1 + p2 + p3
 
 
-def _maximise(a: np.ndarray, c: np.ndarray, kappa: float, lo: float, r2: float,
+def _maximise(a: np.ndarray, c: np.ndarray, cost_bound: float, lo: float, r2: float,
               method: Method) -> tuple[np.ndarray | None, int]:
-    """max a.x s.t. sum x = 0, c.x <= kappa, |x|^2 <= r2, x >= lo: (x or None if infeasible,
+    """max a.x s.t. sum x = 0, c.x <= cost_bound, |x|^2 <= r2, x >= lo: (x or None if infeasible,
     clipping passes)."""
     if method == "heuristic":
-        out = _active_set(a, c, kappa, lo, r2, release=False, max_passes=a.size + 1)
+        out = _active_set(a, c, cost_bound, lo, r2, release=False, max_passes=a.size + 1)
         return out.x, out.passes
-    out = _active_set(a, c, kappa, lo, r2, release=True, max_passes=_EXACT_MAX_PASSES)
+    out = _active_set(a, c, cost_bound, lo, r2, release=True, max_passes=_EXACT_MAX_PASSES)
     if out.certified:
         return out.x, out.passes
-    return _bisect_cost_angle(a, c, kappa, lo, r2), out.passes
+    return _bisect_cost_angle(a, c, cost_bound, lo, r2), out.passes
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,7 +205,7 @@ class _Outcome:
     certified: bool
 
 
-def _active_set(a: np.ndarray, c: np.ndarray, kappa: float, lo: float, r2: float, *,
+def _active_set(a: np.ndarray, c: np.ndarray, cost_bound: float, lo: float, r2: float, *,
                 release: bool, max_passes: int) -> _Outcome:
     """Clip-and-re-solve passes (Algorithm 1 with exact budgets; with ``release`` a primal-dual
     active-set method). B is the set of entries fixed at lo; each pass is O(N)."""
@@ -226,8 +226,8 @@ def _active_set(a: np.ndarray, c: np.ndarray, kappa: float, lo: float, r2: float
         aa, ac, cc = float(af @ af), float(af @ cf), float(cf @ cf)
         perp = cf - (ac / aa) * af if aa > 0 else cf
         step = _plane(aa, ac, cc, float(perp @ perp),
-                      rho2=r2 - nb * lo * lo - k * b * b,  # norm left for the centred part
-                      kap=kappa - lo * (c_sum - c_free) - b * c_free,  # cost left for it
+                      radius2=r2 - nb * lo * lo - k * b * b,  # norm left for the centred part
+                      cost_bound=cost_bound - lo * (c_sum - c_free) - b * c_free,  # cost left for it
                       tiny_a=tiny_a, slack=1e-12 * r2)
         if step is None:  # this pass's problem is infeasible; with B empty, so is the QCQP
             return _Outcome(None, passes, certified=not release or passes == 0)
@@ -259,36 +259,37 @@ class _Step:
     flat_mu: float | None = None
 
 
-def _plane(aa: float, ac: float, cc: float, pp: float, *, rho2: float, kap: float,
+def _plane(aa: float, ac: float, cc: float, pp: float, *, radius2: float, cost_bound: float,
            tiny_a: float, slack: float) -> _Step | None:
     """Theorem 3.4 in the plane of a_hat and c_hat (centred on the free entries):
 
-        max a_hat.y  s.t.  c_hat.y <= kap,  |y|^2 <= rho2,
+        max a_hat.y  s.t.  c_hat.y <= cost_bound,  |y|^2 <= radius2,
 
     from the Gram entries aa = |a_hat|^2, ac = a_hat.c_hat, cc = |c_hat|^2 and pp = |c_perp|^2,
     c_perp = c_hat - (ac / aa) a_hat (Gram-Schmidt). With e1 = a_hat / |a_hat| and
     e2 = c_perp / |c_perp|, c_hat = alpha e1 + beta e2 and y = p e1 + q e2 (angle atan2(q, p)):
-    case 1: y = rho e1 if alpha rho <= kap; case 3 (None): the line alpha p + beta q = kap misses
-    the disc; case 2: the intersection of line and circle with the larger p.
+    case 1: y = radius e1 if alpha radius <= cost_bound; case 3 (None): the line
+    alpha p + beta q = cost_bound misses the disc; case 2: the intersection of line and circle
+    with the larger p.
     """
-    if rho2 < -slack:  # the fixed entries alone exceed the trust region
+    if radius2 < -slack:  # the fixed entries alone exceed the trust region
         return None
-    rho = np.sqrt(max(rho2, 0.0))
+    radius = np.sqrt(max(radius2, 0.0))
     na, cn = np.sqrt(aa), np.sqrt(cc)
     if na <= tiny_a:  # flat reward: every feasible y is optimal; take the smallest one
-        if kap >= 0:
+        if cost_bound >= 0:
             return _Step(0.0, 0.0, kkt=True, flat_mu=0.0)
-        return None if kap < -rho * cn else _Step(0.0, -kap / cc, kkt=True, flat_mu=0.0)
+        return None if cost_bound < -radius * cn else _Step(0.0, -cost_bound / cc, kkt=True, flat_mu=0.0)
     alpha = ac / na
-    if alpha * rho <= kap:  # case 1: the pure reward direction is cost-feasible
-        return _Step(rho / na, 0.0, kkt=True)
-    if kap < -rho * cn:  # case 3
+    if alpha * radius <= cost_bound:  # case 1: the pure reward direction is cost-feasible
+        return _Step(radius / na, 0.0, kkt=True)
+    if cost_bound < -radius * cn:  # case 3
         return None
-    d = kap / cn  # signed distance of the cost line from the origin
-    h = np.sqrt(max(rho2 - d * d, 0.0))
+    d = cost_bound / cn  # signed distance of the cost line from the origin
+    h = np.sqrt(max(radius2 - d * d, 0.0))
     beta = np.sqrt(pp)
     p, q = (d * alpha + h * beta) / cn, (d * beta - h * alpha) / cn
-    if beta <= _COLLINEAR * cn:  # c_hat ~ alpha e1 (alpha > 0): the cost line is p = kap / alpha
+    if beta <= _COLLINEAR * cn:  # c_hat ~ alpha e1 (alpha > 0): the cost line is p = cost_bound / alpha
         # and the ball is slack; a KKT point only if exactly collinear (e.g. two free entries).
         return _Step(p / na, 0.0, kkt=beta <= 1e-12 * cn and alpha > 0, flat_mu=na / alpha)
     s = -q / beta
@@ -296,12 +297,12 @@ def _plane(aa: float, ac: float, cc: float, pp: float, *, rho2: float, kap: floa
     return _Step(t, s, kkt=t > 0 and s >= 0)
 
 
-def _bisect_cost_angle(a: np.ndarray, c: np.ndarray, kappa: float, lo: float,
+def _bisect_cost_angle(a: np.ndarray, c: np.ndarray, cost_bound: float, lo: float,
                        r2: float) -> np.ndarray | None:
     """Exact fallback: x(theta) = argmax g(theta).x over the feasible set without the cost
     constraint, g(theta) = cos(theta) a/|a| - sin(theta) c/|c|, theta in [0, pi/2]
     (theta = atan(cost multiplier), after scaling). A_c.x(theta) does not increase with theta;
-    bisect for A_c.x = kappa, then mix the two bracketing maximisers, both optimal for the
+    bisect for A_c.x = cost_bound, then mix the two bracketing maximisers, both optimal for the
     limiting multiplier, so that the cost constraint is met exactly (this also covers a jump in
     x(theta), e.g. when A_c is collinear with A). The inner problem, one direction and no cost
     constraint, is solved exactly by the clipping passes: as in Michelot's projection onto the
@@ -320,13 +321,13 @@ def _bisect_cost_angle(a: np.ndarray, c: np.ndarray, kappa: float, lo: float,
         return u / norm if norm > 0 else u
 
     ua, uc = unit(a), unit(c)
-    tol = _tolerance(c, kappa, r2)
+    tol = _tolerance(c, cost_bound, r2)
     x_lo = argmax(ua)
-    f_lo = c @ x_lo - kappa
+    f_lo = c @ x_lo - cost_bound
     if f_lo <= tol:
         return x_lo
     x_hi = argmax(-uc)
-    f_hi = c @ x_hi - kappa
+    f_hi = c @ x_hi - cost_bound
     if f_hi > tol:
         return None
     if f_hi >= 0:
@@ -335,7 +336,7 @@ def _bisect_cost_angle(a: np.ndarray, c: np.ndarray, kappa: float, lo: float,
     for _ in range(_BISECT_STEPS):
         th = 0.5 * (th_lo + th_hi)
         x = argmax(np.cos(th) * ua - np.sin(th) * uc)
-        f = c @ x - kappa
+        f = c @ x - cost_bound
         if abs(f) <= tol:
             return x
         if f > 0:

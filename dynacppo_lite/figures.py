@@ -354,18 +354,21 @@ def training_configs(smoke: bool, log_dir: str | Path, seed: int = 0,
 
 
 def train_or_reuse(configs: list[Any]) -> list[Path]:
-    """Train each config, or reuse its run directory when a finished run is already there."""
+    """Each config's run directory, after training what ``runlog.run_status`` says it needs:
+    nothing for a finished run, the rest of an interrupted one (its own settings; the budget
+    and the device are this config's), the whole of a new one."""
+    from dynacppo_lite.runlog import run_status
     from dynacppo_lite.train import train
 
     runs = []
     for cfg in configs:
         run = Path(cfg.log_dir) / cfg.run_name
-        if not (run / "policy_final.pt").is_file():
-            if (run / "checkpoint.pt").is_file():
-                # The run's own settings; the budget and the device are this config's.
-                run = train(resume=run, changes={"total_steps": cfg.total_steps, "device": cfg.device})
-            else:
-                run = train(cfg)
+        changes = {"total_steps": cfg.total_steps, "device": cfg.device}
+        status = run_status(run, changes)
+        if status == "resume":
+            run = train(resume=run, changes=changes)
+        elif status == "train":
+            run = train(cfg)
         runs.append(run)
     return runs
 
@@ -478,12 +481,10 @@ def _readme_run() -> Path:
 
 
 def _finished(run_dir: Path, total_steps: int) -> bool:
-    """A run directory holding a final policy trained for the full ``total_steps``."""
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (run_dir / "policy_final.pt").is_file() and cfg.get("total_steps") == total_steps
+    """A run directory whose run is finished for ``total_steps`` (``runlog.run_status``)."""
+    from dynacppo_lite.runlog import run_status
+
+    return run_status(run_dir, {"total_steps": total_steps}) == "finished"
 
 
 def fig_run_browser(log_dir: str | Path):

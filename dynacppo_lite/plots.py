@@ -154,7 +154,7 @@ class EStepPlane:
 
     In these coordinates x = v - 1 is (p, q) = (x.e1, x.e2); the objective is ``|A| p``, the trust
     region is the disc p^2 + q^2 <= radius^2 (radius = sqrt(2 N kl_budget)), and the cost
-    constraint is the half-plane ``alpha p + beta q <= kappa`` (kappa = N cost_margin,
+    constraint is the half-plane ``alpha p + beta q <= cost_bound`` (cost_bound = N cost_margin,
     (alpha, beta) = centred A_c in the basis). ``case`` is the case of Theorem 3.4 *without*
     the element-wise bound: ``unconstrained`` (the reward direction is cost-feasible),
     ``constrained`` (the optimum sits where the cost line cuts the circle) or ``infeasible``
@@ -163,7 +163,7 @@ class EStepPlane:
 
     n: int
     radius: float
-    kappa: float
+    cost_bound: float
     e1: np.ndarray
     e2: np.ndarray
     alpha: float
@@ -195,14 +195,14 @@ def estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float,
     e2 = perp / p_norm if p_norm > 1e-12 * max(1.0, float(np.linalg.norm(c_hat))) else np.zeros_like(a)
     alpha, beta = float(c_hat @ e1), float(c_hat @ e2)
     radius = float(np.sqrt(2.0 * n * kl_budget))
-    kappa = float(n * cost_margin)
-    if alpha * radius <= kappa:
+    cost_bound = float(n * cost_margin)
+    if alpha * radius <= cost_bound:
         case = "unconstrained"
-    elif kappa < -radius * float(np.hypot(alpha, beta)):
+    elif cost_bound < -radius * float(np.hypot(alpha, beta)):
         case = "infeasible"
     else:
         case = "constrained"
-    return EStepPlane(n=n, radius=radius, kappa=kappa, e1=e1, e2=e2, alpha=alpha, beta=beta,
+    return EStepPlane(n=n, radius=radius, cost_bound=cost_bound, e1=e1, e2=e2, alpha=alpha, beta=beta,
                       a_norm=a_norm, case=case)
 
 
@@ -224,10 +224,10 @@ def plot_estep_plane(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: float
     g = np.linspace(-lim, lim, 241)
     P, Q = np.meshgrid(g, g)
     lhs = plane.alpha * P + plane.beta * Q
-    ax.contourf(P, Q, (lhs <= plane.kappa).astype(float), levels=[0.5, 1.5], colors=["tab:green"],
+    ax.contourf(P, Q, (lhs <= plane.cost_bound).astype(float), levels=[0.5, 1.5], colors=["tab:green"],
                 alpha=0.13)
-    if lhs.min() < plane.kappa < lhs.max():
-        ax.contour(P, Q, lhs, levels=[plane.kappa], colors=["tab:green"], linewidths=1.5,
+    if lhs.min() < plane.cost_bound < lhs.max():
+        ax.contour(P, Q, lhs, levels=[plane.cost_bound], colors=["tab:green"], linewidths=1.5,
                    linestyles="solid")
     t = np.linspace(0, 2 * np.pi, 361)
     ax.plot(R * np.cos(t), R * np.sin(t), color="tab:blue", lw=1.5,
@@ -334,11 +334,11 @@ def plot_advantage_scatter(adv_r: np.ndarray, adv_c: np.ndarray, ax: plt.Axes | 
     c = np.asarray(adv_c, dtype=np.float64).ravel()
     step = max(1, a.size // max_points)
     ax.scatter(a[::step], c[::step], s=4, alpha=0.4)
-    rho = float(np.corrcoef(a, c)[0, 1]) if a.std() > 0 and c.std() > 0 else float("nan")
+    corr = float(np.corrcoef(a, c)[0, 1]) if a.std() > 0 and c.std() > 0 else float("nan")
     ax.axhline(0, color="0.7", lw=0.8)
     ax.axvline(0, color="0.7", lw=0.8)
     ax.set(xlabel="reward advantage A", ylabel="cost advantage A_c",
-           title=f"corr(A, A_c) = {rho:.2f}")
+           title=f"corr(A, A_c) = {corr:.2f}")
     return ax
 
 

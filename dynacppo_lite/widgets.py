@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +51,7 @@ from dynacppo_lite.plots import (
     smooth,
     synthetic_advantages,
 )
-from dynacppo_lite.runlog import final_score, read_progress
+from dynacppo_lite.runlog import final_score, read_progress, run_status
 from dynacppo_lite.train import Trainer
 
 __all__ = ["EStepExplorer", "MStepExplorer", "RunBrowser", "StopTraining", "TrainingMonitor",
@@ -518,22 +517,23 @@ class TrainingMonitor:
     def train_all(self, configs: Sequence[Config], *, background: bool = False) -> dict[str, Path]:
         """Train ``configs`` one after another, each labelled by its ``algo``: {algo: run dir}.
 
-        Every config needs a ``run_name`` (its run directory is known before it trains). A
-        finished run (``policy_final.pt`` for the same ``total_steps``) is drawn from disk and an
-        interrupted one continues from its checkpoint, so running the cell again picks up where
-        a stop left off. A stop ends the current run and skips the ones after it."""
+        Every config needs a ``run_name`` (its run directory is known before it trains). What
+        each directory needs is ``runlog.run_status`` for the config's budget and device: a
+        finished run is drawn from disk, an interrupted one continues from its checkpoint (its
+        own settings), so running the cell again picks up where a stop left off. A stop ends
+        the current run and skips the ones after it."""
         self._check_idle()
         runs, jobs, labels = {}, [], []
         for cfg in configs:
             if cfg.run_name is None:
                 raise ValueError(f"train_all needs a run_name for each config ({cfg.algo} has none)")
             run_dir = runs[cfg.algo] = Path(cfg.log_dir) / cfg.run_name
-            if (run_dir / "policy_final.pt").is_file() and json.loads(
-                    (run_dir / "config.json").read_text())["total_steps"] == cfg.total_steps:
+            changes = {"total_steps": cfg.total_steps, "device": cfg.device}
+            status = run_status(run_dir, changes)
+            if status == "finished":
                 self.add(run_dir, label=cfg.algo)
                 continue
-            if (run_dir / "checkpoint.pt").is_file():  # its own settings; the budget and device from cfg
-                changes = {"total_steps": cfg.total_steps, "device": cfg.device}
+            if status == "resume":
                 jobs.append(lambda d=run_dir, c=changes: (Trainer(resume=d, changes=c), True))
             else:
                 jobs.append(lambda cfg=cfg: (Trainer(cfg), False))

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,12 +58,13 @@ import numpy as np
 import torch
 
 from dynacppo_lite.config import Config
+from dynacppo_lite.evaluation import load_trained
 from dynacppo_lite.exercises import check_gae
 from dynacppo_lite.figures import figure_path, project_root
 from dynacppo_lite.gae import dual_gae, gae
 from dynacppo_lite.plots import plot_advantage_scatter, plot_gae_series
 from dynacppo_lite.rollout import Collector
-from dynacppo_lite.train import load_trained, train
+from dynacppo_lite.train import train
 
 _ = torch.manual_seed(SEED)
 torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
@@ -123,7 +124,7 @@ print(f"largest |advantage|: truncated {np.abs(adv_truncated).max():.2e}, "
 # ## 2.2 A real rollout
 #
 # Now the real thing. To have critics worth looking at, we first run a few iterations of CPPO
-# with `dynacppo_lite.train.train` (notebook 5 is about training; here it only gives us a
+# with `dynacppo_lite.train` (notebook 5 is about training; here it only gives us a
 # checkpoint), then rebuild the agent from the checkpoint and collect a fresh rollout with the
 # `Collector`, the same object the trainer uses. `Collector.collect(T)` steps every env `T`
 # times with **one batched inference per step** and returns a `Rollout` whose tensors are

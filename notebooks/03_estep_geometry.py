@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -48,7 +48,7 @@ import os
 SMOKE = os.environ.get("DYNACPPO_SMOKE", "0") == "1"  # CI runs every notebook with DYNACPPO_SMOKE=1
 SEED = 0
 N = 256  # batch size of the synthetic batches (the E-step itself is O(N) per pass)
-# delta' of appendix E at the paper's KL 0.02 (the package's default is 0.005: see Config.kl)
+# delta' of appendix E at the paper's KL 0.02 (the package's default is 0.005: see Config.estep_kl)
 KL_BUDGET = 0.02 / (2 * 0.6931471805599453 - 1)
 LOWER_BOUND = 0.4  # b of Algorithm 1 (paper Table 2)
 N_SLSQP = 30 if SMOKE else 80  # size of the batch we hand to scipy's general solver
@@ -72,7 +72,7 @@ from dynacppo_lite.plots import (
     synthetic_advantages,
 )
 
-assert abs(KL_BUDGET - Config(kl=0.02).kl_budget) < 1e-12
+assert abs(KL_BUDGET - Config(estep_kl=0.02).kl_budget) < 1e-12
 
 # %% [markdown]
 # ## 3.1 One batch, one plane
@@ -93,7 +93,7 @@ assert abs(KL_BUDGET - Config(kl=0.02).kl_budget) < 1e-12
 adv_r, adv_c = synthetic_advantages(N, correlation=0.6, seed=SEED)
 plane = estep_plane(adv_r, adv_c, cost_margin=0.0, kl_budget=KL_BUDGET)
 print(f"R = {plane.radius:.3f}, |A| = {plane.a_norm:.2f}, A_c = {plane.alpha:.2f} e1 + "
-      f"{plane.beta:.2f} e2\nkappa = N d' = {plane.kappa:.2f} -> case: {plane.case}")
+      f"{plane.beta:.2f} e2\ncost_bound = N d' = {plane.cost_bound:.2f} -> case: {plane.case}")
 
 # %% [markdown]
 # ## 3.2 The three cases of Theorem 3.4
@@ -115,11 +115,11 @@ CASES = {  # name -> (correlation of A and A_c, cost margin d')
     "infeasible": (0.7, -0.4),
 }
 fig, axes = plt.subplots(1, 3, figsize=(14, 5.6))
-for ax, (name, (rho, margin)) in zip(axes, CASES.items(), strict=True):
-    a, c = synthetic_advantages(N, rho, seed=1)
+for ax, (name, (corr, margin)) in zip(axes, CASES.items(), strict=True):
+    a, c = synthetic_advantages(N, corr, seed=1)
     res = solve_estep(a, c, cost_margin=margin, kl_budget=KL_BUDGET, lower_bound=0.0)
     plot_estep_plane(a, c, cost_margin=margin, kl_budget=KL_BUDGET, ax=ax,
-                     results={f"v* ({res.mode})": res}, title=f"{name}: corr {rho}, d' = {margin}")
+                     results={f"v* ({res.mode})": res}, title=f"{name}: corr {corr}, d' = {margin}")
     x = res.v - 1
     print(f"{name:>13}: case {estep_plane(a, c, cost_margin=margin, kl_budget=KL_BUDGET).case:>13}, "
           f"mode {res.mode:>8}, feasible {res.feasible!s:>5}, angle {np.degrees(res.angle):6.1f} deg\n"
@@ -270,10 +270,10 @@ def estep_case(adv_r, adv_c, *, cost_margin, kl_budget):
     ### BEGIN SOLUTION
     a, c = adv_r - adv_r.mean(), adv_c - adv_c.mean()
     n = len(a)
-    radius, kappa = np.sqrt(2 * n * kl_budget), n * cost_margin
-    if radius * (a @ c) / np.linalg.norm(a) <= kappa:
+    radius, cost_bound = np.sqrt(2 * n * kl_budget), n * cost_margin
+    if radius * (a @ c) / np.linalg.norm(a) <= cost_bound:
         return "unconstrained"
-    if -radius * np.linalg.norm(c) > kappa:
+    if -radius * np.linalg.norm(c) > cost_bound:
         return "infeasible"
     return "constrained"
     ### END SOLUTION

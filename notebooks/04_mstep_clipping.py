@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -61,16 +61,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import default_cost_limit
 from dynacppo_lite.estep import solve_estep
+from dynacppo_lite.evaluation import load_trained
 from dynacppo_lite.exercises import check_mstep_gradient
 from dynacppo_lite.figures import figure_path, project_root
 from dynacppo_lite.gae import dual_gae
-from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss
+from dynacppo_lite.mstep import clip_range, mstep_diagnostics, mstep_loss
 from dynacppo_lite.plots import plot_mstep_tracking, tracking_gradient
 from dynacppo_lite.rollout import Collector
-from dynacppo_lite.train import Batch, load_trained, train, update_policy
+from dynacppo_lite.train import train, update_policy
 
 _ = torch.manual_seed(SEED)
 torch.set_num_threads(1)  # small networks run fastest on one thread (Config.torch_threads)
@@ -172,7 +174,7 @@ def run_mstep(lower_clip: float) -> dict[str, list]:
 
     log = {"kl": [], "clip_frac": [], "min_ratio": [], "track": []}
     for _ in range(EPOCHS):
-        update_policy(pi_agent, opt, batch, loss_fn, one_epoch, lower_clip, gen)
+        update_policy(pi_agent, opt, batch, loss_fn, one_epoch, clip_range("tracking", lower_clip), gen)
         with torch.no_grad():
             logp = pi_agent.pi.log_prob(pi_agent.pi(batch.obs), batch.act)
         ratio = torch.exp(logp - batch.logp)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -15,11 +15,12 @@
 # %% [markdown]
 # # 5. Training runs: CPPO, PPO-Lagrangian and Dyna-CPPO side by side
 #
-# Notebooks 1-4 took one iteration apart. `dynacppo_lite.train.train(Config(...))` puts it
-# back together: collect, dual GAE, mode switch, [Dyna: fit the model, imagine branches],
-# E-step, M-step, critics, log. Here we run the three algorithms of the package with **the same
-# budget and the same seed** and compare them the way papers do: return and cost against
-# environment steps, with the cost limit drawn.
+# Notebooks 1-4 took one iteration apart. `dynacppo_lite.train(Config(...))` puts it
+# back together, in the steps of `Trainer.iteration` (DESIGN.md, "One iteration"): schedule,
+# collect, cost, decide, dual GAE, [dyna] (fit the model, imagine branches), policy (E-step and
+# M-step, or PPO's clipped loss), [rounds], critics, log. Here we run the three algorithms of
+# the package with **the same budget and the same seed** and compare them the way papers do:
+# return and cost against environment steps, with the cost limit drawn.
 #
 # **After this notebook you will be able to**
 #

@@ -28,7 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "models": ("nets", "dynamics", "buffer"),
     "world": ("envs",),
     "loop": ("config", "seeding", "schedules", "cost_estimate", "cost_control", "runlog", "batch",
-             "rollout", "imagine", "train", "evaluation"),
+             "plugins", "rollout", "imagine", "train", "evaluation"),
     "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises",
               "course"),
 }

@@ -93,7 +93,7 @@ def test_bench_mstep_on_real_batches_of_the_shipped_policy(tmp_path):
     from dynacppo_lite.bench.mstep import STUDY_KL
     from dynacppo_lite.config import Config
 
-    target_kl = Config(kl=STUDY_KL).target_kl
+    target_kl = Config(estep_kl=STUDY_KL).target_kl
     assert cli_main(["bench", "mstep", "--batches", "2", "--steps", "600", "--margin", "free",
                      "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "mstep.json").read_text())
@@ -140,7 +140,7 @@ def test_the_mstep_study_solves_the_estep_at_the_papers_kl_whatever_the_default(
     from dynacppo_lite.bench.mstep import REFERENCE_POLICY, STUDY_KL, collect_batches
 
     cfg, _, batches = collect_batches(REFERENCE_POLICY, 1, seed=0, steps=200)
-    assert cfg.kl == STUDY_KL == 0.02
+    assert cfg.estep_kl == STUDY_KL == 0.02
     assert len(batches) == 1 and len(batches[0].logp) == 200
 
 

@@ -159,7 +159,7 @@ def test_every_cost_control_logs_its_diagnostics(tmp_path, control):
     trainer.envs.close()
     for row in rows:
         assert row["cost_est_n"] > 0 and np.isfinite(row["cost_est_se"])
-        assert 0.0 < row["reach_est"] <= 1.0 and np.isfinite(row["reach"])
+        assert 0.0 < row["rho"] <= 1.0 and np.isfinite(row["reach"])
         assert (row["margin_u"] is not None) == (control == "pid")
     assert rows[-1]["cost_est"] > 0.5  # a limit of 0.5 on the toy task is violated...
     if control == "pid":  # ... so the controller tightens the margin
@@ -193,12 +193,12 @@ def test_margin_mode_asks_the_estep_for_the_margin_over_the_realised_share(tmp_p
     trainer = Trainer(cfg)
     rows = [trainer.iteration(it) for it in range(4)]
     trainer.envs.close()
-    expected = RealisedShare(cfg.reach_init, cfg.reach_smoothing, cfg.reach_min)
+    expected = RealisedShare(cfg.rho_init, cfg.rho_smoothing, cfg.rho_min)
     for row in rows:
         assert row["estep_margin"] == pytest.approx(row["cost_margin"] / expected.value)
-        assert row["reach_est"] == pytest.approx(expected.value)
+        assert row["rho"] == pytest.approx(expected.value)
         expected.update(row["estep_cost_change"], row["mstep_cost_change"])
-    assert rows[-1]["reach_est"] != cfg.reach_init  # measured by now
+    assert rows[-1]["rho"] != cfg.rho_init  # measured by now
 
 
 def test_set_overrides_are_typed_and_checked():

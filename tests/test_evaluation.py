@@ -27,7 +27,7 @@ def test_config_json_records_the_cost_limit_used(toy_run) -> None:
 
 
 def test_evaluate_gives_episodes_with_a_frozen_normaliser(toy_run) -> None:
-    from dynacppo_lite.train import load_trained
+    from dynacppo_lite.evaluation import load_trained
 
     _, envs, _ = load_trained(toy_run)
     before = envs.state_dict()["count"]

@@ -7,14 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-import dynacppo_lite.train as train_module
+import dynacppo_lite.imagine as imagine_module
 from dynacppo_lite.batch import Batch
 from dynacppo_lite.config import TOY_CONTROL, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.imagine import advantage_agreement, imagine_branches, kept_steps
+from dynacppo_lite.imagine import (
+    advantage_agreement,
+    imagine_branches,
+    kept_steps,
+    real_surrogate,
+    round_kept,
+)
 from dynacppo_lite.nets import ActorCritic
 from dynacppo_lite.runlog import CSV_COLUMNS
-from dynacppo_lite.train import real_surrogate, round_kept, train
+from dynacppo_lite.train import train
 
 GAE = dict(gamma=0.9, lam=0.8, cost_gamma=0.9, cost_lam=0.8)
 
@@ -182,7 +188,7 @@ def test_model_rounds_update_the_policy_again_on_imagined_batches_only(tmp_path,
 
     for verdict in (True, False):
         moved.clear()
-        monkeypatch.setattr(train_module, "round_kept", lambda *a, v=verdict: v)
+        monkeypatch.setattr(imagine_module, "round_kept", lambda *a, v=verdict: v)
         monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy)
         rows = read_csv(train(Config(run_name=f"kept_{verdict}", model_rounds=2, **common)))
         monkeypatch.setattr(torch.nn.Module, "load_state_dict", real_load)

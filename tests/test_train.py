@@ -16,9 +16,16 @@ import torch
 from dynacppo_lite.cli import main as cli_main
 from dynacppo_lite.config import TOY_CONTROL, TRAIN_PRESETS, Config
 from dynacppo_lite.envs import TOY_COST_LIMIT, TOY_ENV_ID
-from dynacppo_lite.runlog import CSV_COLUMNS, CheckpointError, RunDirError, RunLog, load_checkpoint
+from dynacppo_lite.runlog import (
+    CSV_COLUMNS,
+    CheckpointError,
+    RunDirError,
+    RunLog,
+    load_checkpoint,
+    resume_config,
+)
 from dynacppo_lite.schedules import ModeSwitch, linear
-from dynacppo_lite.train import Trainer, resume_config, train
+from dynacppo_lite.train import Trainer, train
 
 
 def toy_config(tmp_path, **kw):
@@ -207,9 +214,10 @@ def test_resume_refuses_to_change_what_shapes_results_in_one_line(tmp_path, caps
         assert cli_main(["train", "--resume", str(run), "--no-progress", *flags]) == 2, flags
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and says in err and "\n" not in err, err
-    saved_kl = toy_config(tmp_path).kl
-    with pytest.raises(ValueError, match=rf"resume cannot change kl \(saved {saved_kl}, given 0.2\)"):
-        train(resume=run, changes={"kl": 0.2})
+    saved_kl = toy_config(tmp_path).estep_kl
+    for name in ("estep_kl", "kl"):  # the field's old name is read as today's
+        with pytest.raises(ValueError, match=rf"cannot change estep_kl \(saved {saved_kl}, given 0.2\)"):
+            train(resume=run, changes={name: 0.2})
     with pytest.raises(ValueError, match="'klx' is not a Config field"):
         train(resume=run, changes={"klx": 0.2})
     # A default Config is never a source of values: it differs, so it is refused, by name.
@@ -314,11 +322,11 @@ def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_config_rejects_bad_values():
     for kw, msg in [({"cost_limit": -1.0}, "cost_limit"), ({"algo": "trpo"}, "algo"),
-                    ({"kl": 0.0}, "kl"), ({"v_lower_bound": 1.0}, "v_lower_bound"),
+                    ({"estep_kl": 0.0}, "estep_kl"), ({"v_lower_bound": 1.0}, "v_lower_bound"),
                     ({"lower_clip": 1.0}, "lower_clip")]:
         with pytest.raises(ValueError, match=msg):
             Config(**kw).validate()
-    assert Config(kl=0.02).kl_budget == pytest.approx(0.02 / (2 * np.log(2) - 1))
+    assert Config(estep_kl=0.02).kl_budget == pytest.approx(0.02 / (2 * np.log(2) - 1))
     cfg = Config(hidden=(32, 16))
     assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -399,7 +407,7 @@ def test_cli_trains_and_prints_run_dir(tmp_path):
 
 
 def test_load_trained_restores_agent_and_normaliser(tmp_path):
-    from dynacppo_lite.train import load_trained
+    from dynacppo_lite.evaluation import load_trained
 
     trainer = Trainer(toy_config(tmp_path, total_steps=2_000, run_name="lt"))
     run = trainer.run()

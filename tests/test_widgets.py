@@ -22,7 +22,7 @@ PNG = b"\x89PNG"
 
 def test_estep_explorer_recomputes_on_every_control() -> None:
     # The paper's KL (0.02): the margins below cross the three cases at that trust region.
-    ex = EStepExplorer(n=256, correlation=0.6, cost_margin=0.0, kl_budget=Config(kl=0.02).kl_budget)
+    ex = EStepExplorer(n=256, correlation=0.6, cost_margin=0.0, kl_budget=Config(estep_kl=0.02).kl_budget)
     assert ex.updates == 1 and bytes(ex.image.value).startswith(PNG)
     first_png = ex.image.value
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
 from dynacppo_lite.envs.presets import default_cost_limit
-from dynacppo_lite.runlog import final_score
+from dynacppo_lite.runlog import final_score, read_progress, run_status
 
 DEFAULT_TASKS = ["SafetyPointGoal1-v0", "SafetyPointCircle1-v0", "SafetyHalfCheetahVelocity-v1"]
 
@@ -60,10 +60,12 @@ def run_one(task: str, variant: Variant, seed: int, steps: int, log_dir: Path, d
             steps_per_iter: int, overrides: list[str]) -> Path:
     """Train one (task, variant, seed) in its own process; returns its run directory.
 
-    An interrupted run resumes from its checkpoint; a finished one is not run again."""
+    What a run directory needs is ``runlog.run_status`` for ``steps``: an interrupted run
+    resumes from its checkpoint; a finished one is not run again."""
     name = f"{task}_{variant.label}_s{seed}"
     run_dir = log_dir / name
-    if (run_dir / "policy_final.pt").is_file():
+    status = run_status(run_dir, {"total_steps": steps})
+    if status == "finished":
         return run_dir
     cmd = [sys.executable, "-m", "dynacppo_lite", "train", "--algo", variant.algo, "--env", task,
            "--total-steps", str(steps), "--steps-per-iter", str(steps_per_iter), "--seed",
@@ -71,7 +73,7 @@ def run_one(task: str, variant: Variant, seed: int, steps: int, log_dir: Path, d
            "--run-name", name, "--no-progress"]
     for item in [*overrides, *variant.overrides]:
         cmd += ["--set", item]
-    if (run_dir / "checkpoint.pt").is_file():
+    if status == "resume":
         cmd += ["--resume", str(run_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -124,7 +126,7 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
                      for row in range(2)])
     ax_ret, ax_cost = axes[0, 0], axes[0, 1]
     for label, dirs in runs.items():
-        dfs = [pd.read_csv(d / "progress.csv") for d in dirs]
+        dfs = [read_progress(d) for d in dirs]
         n = min(len(d) for d in dfs)
         steps = dfs[0]["step"].to_numpy()[:n]
         color = None
@@ -170,7 +172,7 @@ def report(args: argparse.Namespace, variants: list[Variant],
             continue
         target_kl = json.loads((next(iter(runs.values()))[0] / "config.json").read_text())["target_kl"]
         fig = plot_task(task, runs, limit, args.figures / f"learning_{task}.png", target_kl)
-        scored = {label: [summarise(pd.read_csv(d / "progress.csv"), limit, target, args.marks)
+        scored = {label: [summarise(read_progress(d), limit, target, args.marks)
                           for d in ds] for label, ds in runs.items()}
         ref = reference_curve(task)
         if ref is not None:

@@ -18,7 +18,7 @@ def reference_estep_case(adv_r: np.ndarray, adv_c: np.ndarray, *, cost_margin: f
     return estep_plane(adv_r, adv_c, cost_margin=cost_margin, kl_budget=kl_budget).case
 
 
-def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius=True, n_kappa=True,
+def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius=True, n_times_margin=True,
                   infeasible_if_violating=False, unconstrained_if_safe=False, reach_alpha=False,
                   ignore_cost=False):
     a = np.asarray(adv_r, dtype=np.float64)
@@ -27,18 +27,18 @@ def _case_variant(adv_r, adv_c, *, cost_margin, kl_budget, center=True, n_radius
     if center:
         a, c = a - a.mean(), c - c.mean()
     radius = np.sqrt(2 * kl_budget * (n if n_radius else 1))
-    kappa = cost_margin * (n if n_kappa else 1)
+    cost_bound = cost_margin * (n if n_times_margin else 1)
     if infeasible_if_violating and cost_margin < 0:
         return "infeasible"
     if unconstrained_if_safe and cost_margin >= 0:
         return "unconstrained"
     alpha = float(c @ a) / float(np.linalg.norm(a))
     if ignore_cost:  # the trust region alone decides: never on the cost line
-        return "infeasible" if kappa < -radius * float(np.linalg.norm(c)) else "unconstrained"
-    if alpha * radius <= kappa:
+        return "infeasible" if cost_bound < -radius * float(np.linalg.norm(c)) else "unconstrained"
+    if alpha * radius <= cost_bound:
         return "unconstrained"
     reach = abs(alpha) if reach_alpha else float(np.linalg.norm(c))
-    return "infeasible" if kappa < -radius * reach else "constrained"
+    return "infeasible" if cost_bound < -radius * reach else "constrained"
 
 
 _case_mistake = mistake_from_variant(_case_variant)
@@ -62,7 +62,7 @@ _ESTEP_MISTAKES = [
     _case_mistake(
         "margin_without_n",
         "the cost constraint mean(x A_c) <= d' is, as a dot product, x . A_c <= N d': compare "
-        "with N * cost_margin.", n_kappa=False),
+        "with N * cost_margin.", n_times_margin=False),
     _case_mistake(
         "violation_means_infeasible",
         "a negative margin says the current policy violates the limit, not that the E-step is "
@@ -94,8 +94,8 @@ def _estep_cases() -> list[Case]:
         ("large batch, small positive margin", 1024, 0.3, 0.005, 8, 0.0, 0.0),
     ]
     cases = []
-    for name, n, rho, margin, seed, mean_a, mean_c in specs:
-        a, c = synthetic_advantages(n, rho, seed, reward_mean=mean_a, cost_mean=mean_c)
+    for name, n, corr, margin, seed, mean_a, mean_c in specs:
+        a, c = synthetic_advantages(n, corr, seed, reward_mean=mean_a, cost_mean=mean_c)
         cases.append(Case(name, (a, c), {"cost_margin": margin, "kl_budget": kl}))
     return cases
 
