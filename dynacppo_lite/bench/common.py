@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def suite_parser(suite: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m dynacppo_lite bench SUITE``: the suite's module docstring
+    ``doc`` is its ``--help`` text, line breaks kept."""
+    return argparse.ArgumentParser(prog=f"python -m dynacppo_lite bench {suite}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def command_line(suite: str, argv: list[str]) -> str:

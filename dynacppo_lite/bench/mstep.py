@@ -22,7 +22,6 @@ PPO's clipped loss on ppo-lag's mixed advantage (``lagrangian_advantage`` at the
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import sys
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from dynacppo_lite.batch import Batch
-from dynacppo_lite.bench.common import command_line, markdown_table, write_results
+from dynacppo_lite.bench.common import command_line, markdown_table, suite_parser, write_results
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import margin_from_fraction
 from dynacppo_lite.estep import solve_estep
@@ -250,8 +249,7 @@ COLUMNS = ["M-step", "reach", "corr", "kl", "epochs", "gain_r", "gain_c", "held_
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench mstep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = suite_parser("mstep", __doc__)
     p.add_argument("--run", type=Path, default=REFERENCE_POLICY,
                    help="a run directory whose policy collects the batches")
     p.add_argument("--batches", type=int, default=4)

@@ -40,22 +40,22 @@ def _summary_variant(step, ep_return, ep_cost, cost_limit, *, kind):
 _summary_mistake = mistake_from_variant(_summary_variant)
 
 
-_SUMMARY_MISTAKES = [
-    _summary_mistake("last_value", "average the rows of the last 10% of steps, not only the last "
-                     "row: single episodes are noisy.", kind="last"),
-    _summary_mistake("head", "the *end* of the run is what the policy learned: keep the rows with "
-                     "step > 0.9 * step[-1], not the first 10%.", kind="head"),
-    _summary_mistake("whole_run", "average only the last 10% of steps, not the whole run: early "
-                     "iterations are an untrained policy.", kind="all"),
-    _summary_mistake("boundary", "the last 10% of steps is step > 0.9 * step[-1] (strictly): the "
-                     "row exactly at 90% belongs to the earlier part.", kind="boundary"),
-    _summary_mistake("tail_20", "the convention is the last 10% of steps (step > 0.9 * step[-1]), "
-                     "not 20%.", kind="tail20"),
-    _summary_mistake("strict", "a run meets the constraint when its cost is *at most* the limit "
-                     "(<=).", kind="strict"),
-    _summary_mistake("reversed", "satisfied means final cost <= cost limit (you reversed it).",
-                     kind="reversed"),
+#: (key, hint, the wrong variant's ``kind``): the mistakes the checker recognises.
+_SUMMARY_MISTAKE_TABLE = [
+    ("last_value", "average the rows of the last 10% of steps, not only the last row: single "
+                   "episodes are noisy.", "last"),
+    ("head", "the *end* of the run is what the policy learned: keep the rows with "
+             "step > 0.9 * step[-1], not the first 10%.", "head"),
+    ("whole_run", "average only the last 10% of steps, not the whole run: early iterations are "
+                  "an untrained policy.", "all"),
+    ("boundary", "the last 10% of steps is step > 0.9 * step[-1] (strictly): the row exactly at "
+                 "90% belongs to the earlier part.", "boundary"),
+    ("tail_20", "the convention is the last 10% of steps (step > 0.9 * step[-1]), not 20%.",
+     "tail20"),
+    ("strict", "a run meets the constraint when its cost is *at most* the limit (<=).", "strict"),
+    ("reversed", "satisfied means final cost <= cost limit (you reversed it).", "reversed"),
 ]
+_SUMMARY_MISTAKES = [_summary_mistake(key, hint, kind=kind) for key, hint, kind in _SUMMARY_MISTAKE_TABLE]
 
 
 def _summary_cases() -> list[Case]:
