@@ -55,7 +55,8 @@ lint: setup
 
 # JupyterLab rooted at the repository (jupytext finds jupytext.toml: saves reach the .py too),
 # notebooks saved without outputs (jupyter_lab_config.py), smoke mode unless FULL=1 (full mode
-# trains for hours in notebook 05), --allow-root when run as root (containers).
+# trains three 1M-step runs in notebook 05: its introduction gives the time), --allow-root when
+# run as root (containers).
 FULL ?= 0
 LAB_SMOKE := $(if $(filter 1,$(FULL)),0,1)
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)

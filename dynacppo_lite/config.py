@@ -150,10 +150,8 @@ class Config:
     load as ``auto``."""
     pid_ki: float = 0.02
     """``pid``: integral gain (change of the margin fraction u per iteration per unit of
-    relative violation (d - J_c) / d). Measured with the linear M-step on SafetyPointGoal1-v0
-    (seed 0, 1e6 steps, return / cost of the last 10%): 0.01 kept the return at 20-25 but the
-    cost at 50-60; 0.03 brought the cost to 35-45 by 3e5 steps at a return of 13; 0.02 lies
-    between."""
+    relative violation (d - J_c) / d). Larger holds the cost tighter at less return; 0.02 lies
+    between the measured 0.01 and 0.03 (docs/results.md, "The PI controller's gains")."""
     pid_kp: float = 0.5
     """``pid``: proportional gain (u = integral + kp (d - J_c) / d)."""
     pid_integral_init: float = 1.0
@@ -224,8 +222,8 @@ class Config:
     """Epochs without a 1 % gain in any member's held-out loss before a fit stops."""
     model_fit_samples: int = 6_000
     """Transitions per fit: the newest rollout's, then older ones drawn without replacement
-    (bounds the fit time as the buffer grows; 6000 and 2 epochs keep the fit near a quarter
-    of an iteration, see DESIGN.md)."""
+    (bounds the fit time as the buffer grows; with 2 epochs the fit's share of an iteration
+    is in docs/results.md, "Speed")."""
     model_holdout: float = 0.2
     """Share of the buffer held out to stop the model fit."""
     buffer_capacity: int = 100_000

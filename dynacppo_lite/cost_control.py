@@ -35,12 +35,11 @@ e = (d - J_c) / max(d, 1) is clipped to [-2, 1] so one bad estimate cannot slam 
 The sphere overstates the cut the E-step can reach: with the bound v >= b and a sparse,
 heavy-tailed A_c (a few samples that enter a hazard) the hazard samples sit at the bound, and
 the largest reachable cut can be a fifth of sqrt(2 kl_budget) std(A_c); a margin beyond it is
-infeasible and the E-step turns to recovery. Scaling u by the reachable cut instead (solved on
-the batch) was tried and made the control weaker: recovery came later and rarer, and with the
-same gains the cost settled higher (SafetyPointCircle1-v0, `make train`'s set-up, 8.5e5 steps:
-cost 40 against 34 with the sphere; the toy task ~10% over its limit). So u < 0 keeps the
-sphere's scale, and the infeasible part of its range is recovery by design; a saturated
-controller (u = -1) always takes the recovery step (:class:`PIMarginControl`).
+infeasible and the E-step turns to recovery. u < 0 keeps the sphere's scale nonetheless (scaled
+by the reachable cut instead, recovery came later and rarer and the cost settled higher:
+docs/results.md, "The PI controller's gains"), so the infeasible part of its range is recovery
+by design; a saturated controller (u = -1) always takes the recovery step
+(:class:`PIMarginControl`).
 """
 
 from __future__ import annotations
@@ -63,10 +62,9 @@ class MarginController:
 
     The policy integrates u by itself (each E-step moves cost at a rate set by u; u = 0 holds
     it), so the proportional term does most of the work and the integral only removes the
-    steady offset. ``integral_min`` > -1 is the anti-windup: with a pure integral the state
-    sank to -1 during the long delay before cost fell, held the policy in pure cost descent
-    for ~200k steps after the cost was under the limit, and the return collapsed (measured on
-    SafetyPointGoal1-v0 with ki = 0.02, kp = 0).
+    steady offset. ``integral_min`` > -1 is the anti-windup: the cost answers u with a long
+    delay, and an integral free to sink to -1 holds the policy in pure cost descent long after
+    the cost is under the limit (docs/results.md, "The PI controller's gains").
     """
 
     ki: float
@@ -106,9 +104,8 @@ class RealisedShare:
     clipped to [``floor``, 1]. An iteration whose E-step predicts no cost change (x = 0, the
     cost direction not in use) adds nothing, where a per-iteration ratio y / x would blow up.
     The paper's margin mode asks the E-step for margin / rho, so that the step actually taken
-    changes the cost by the margin (``Config.realised_radius``). Measured with the linear M-step
-    on ``make train``'s set-up: rho 0.02-0.1 (the policy's gradient subspace cannot follow the
-    few hazard samples that carry A_c).
+    changes the cost by the margin (``Config.realised_radius``). Logged as ``rho``; its measured
+    range is in docs/results.md ("The realised share rho").
     """
 
     initial: float = 0.2
@@ -243,8 +240,8 @@ class EStepControl(CostControl):
 class PIMarginControl(EStepControl):
     """``pid``: :class:`MarginController` sets u, the margin as a fraction of the trust region's
     largest cost change; saturated (u <= -1) the iteration is recovery, whose M-step always
-    takes the pure cost-descent step (the tracking loss alone on that target left the cost at
-    ~100 on SafetyPointGoal1-v0 for 2e5 steps, where the recovery loss brought it down)."""
+    takes the pure cost-descent step (the recovery loss, which keeps the step along A_c at full
+    weight, where the normal loss on that target follows it only in part)."""
 
     name = "pid"
 

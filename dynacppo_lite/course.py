@@ -23,7 +23,8 @@ have installed anyway; a solution that hands it back (calls ``dynacppo_lite.gae`
 exercise, a ``reference_*``) is refused by the checker.
 
 Autograding executes whole notebooks; ``grade`` sets ``DYNACPPO_SMOKE=1`` (unless ``smoke=False``)
-so notebook 05 does not train for hours: the exercises do not depend on the mode.
+so notebook 05 trains on the toy task (seconds, not its full mode's 1M-step runs): the exercises
+do not depend on the mode.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ Where r >= b the two terms agree and d loss / d r = -D / B: the gradient of
 constant, so the loss stops pushing r further down; where r < b and v > r it still pulls r up.
 
 Where the package departs from the paper: the tracking loss is a regression onto per-sample
-targets that a Gaussian policy over shared features can follow only in small part (measured
-slope of r - 1 on v - 1: 0.05-0.15), so the policy moves a fraction of the E-step's step and
-CPPO learned at 0.3-0.7x PPO's speed without a constraint. ``Config.mstep = "linear"`` (the
+targets that a Gaussian policy over shared features can follow only in small part (the slope
+of r - 1 on v - 1, the CSV's ``reach``, is about a tenth), so the policy moves a fraction of
+the E-step's step and CPPO learned more slowly than PPO without a constraint (docs/results.md,
+"The M-step"). ``Config.mstep = "linear"`` (the
 default) instead takes the E-step's target as a *direction*: the linear surrogate
 
     loss = - mean( min( (v - 1) * r,  (v - 1) * clamp(r, 1 - eps, 1 + eps) ) )

@@ -85,3 +85,52 @@ def test_the_readme_stays_a_front_page() -> None:
         assert f"](docs/{page}.md)" in readme
     results = (ROOT / "docs" / "results.md").read_text()
     assert "](../figures/benchmarks/learning_SafetyPointGoal1-v0.png)" in results
+
+
+def _read(name: str) -> str:
+    return (ROOT / name).read_text()
+
+
+#: Measurements quoted in more than one place: (what, [(file, pattern whose group 1 is the
+#: number), ...]). Every place that quotes it must give the same number; docs/results.md holds
+#: each, and a pattern that no longer matches fails (a quote that moved must be followed).
+QUOTED = [
+    ("make train, final cost", [("docs/results.md", r"\*\*(\d+\.\d), under the limit of 25\*\*"),
+                                ("README.md", r"\((\d+\.\d) against 25 over the last")]),
+    ("make train, final return", [("docs/results.md", r"rises from about\s+0 to 41 by 1\.5e5 steps "
+                                                      r"and ends at (\d+\.\d)"),
+                                  ("README.md", r"at a return of (\d+\.\d)")]),
+    ("dyna-cppo's speed against cppo's", [("docs/results.md", r"\*\*(0\.\d+)x\*\*")]),
+]
+
+
+@pytest.mark.parametrize(("what", "places"), QUOTED, ids=[q[0] for q in QUOTED])
+def test_a_measurement_quoted_twice_says_the_same(what: str, places: list[tuple[str, str]]) -> None:
+    found = {}
+    for name, pattern in places:
+        match = re.search(pattern, _read(name))
+        assert match, f"{name} no longer quotes {what} as {pattern!r}"
+        found[name] = match.group(1)
+    assert len(set(found.values())) == 1, f"{what}: {found}"
+
+
+def test_the_readme_results_come_from_docs_results() -> None:
+    """The README's table quotes docs/results.md: each return / cost pair is there too."""
+    section = _read("README.md").split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    pairs = re.findall(r"(\d[\d.]*) / (\d[\d.]*)", table)
+    results = _read("docs/results.md")
+    missing = [f"{ret} / {cost}" for ret, cost in pairs
+               if not re.search(rf"(?<![\d.]){re.escape(ret)}( ± [\d.]+)? / {re.escape(cost)}(?![\d])",
+                                results)]
+    assert pairs and missing == []
+
+
+def test_speed_and_durations_are_not_quoted_apart() -> None:
+    """Dyna's speed against cppo's is quoted in docs/results.md only, and nothing says notebook
+    05's full mode takes hours (its introduction gives the time)."""
+    for name in ["README.md", "DESIGN.md", "Makefile", "dynacppo_lite/course.py",
+                 *(p for p in DOCS if p != "docs/results.md")]:
+        text = _read(name)
+        assert not re.search(r"\d\.\d+x cppo's", text), name
+        assert "for hours" not in text, name
