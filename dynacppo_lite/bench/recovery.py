@@ -44,7 +44,7 @@ from dynacppo_lite.train import Trainer
 REFERENCE_POLICY = Path(__file__).parent / "reference" / "cppo_free_SafetyPointGoal1-v0_3e5"
 
 #: The controller held saturated: u = -1 every iteration, so every update is pure cost descent.
-PURE_RECOVERY = dict(cost_control="pid", pid_integral_init=-1.0, pid_integral_min=-1.0, pid_kp=0.0)
+PURE_RECOVERY = dict(pid_integral_init=-1.0, pid_integral_min=-1.0, pid_kp=0.0)
 
 DEFAULT_CANDIDATES = ["4k batch (today)=", "16k batch=steps_per_iter=16000",
                       "32k batch=steps_per_iter=32000", "cost lambda 0.8=cost_lam=0.8"]
