@@ -1,11 +1,13 @@
 """Imagined branches: per-branch GAE, cuts at the disagreement threshold, Dyna-CPPO on the toy task."""
 
 import csv
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import TOY_SEEDS, toy_outcome
 
 import dynacppo_lite.imagine as imagine_module
 from dynacppo_lite.batch import Batch
@@ -104,27 +106,24 @@ def test_kept_steps_run_up_to_and_including_the_first_end():
                                             [True, True, True]]
 
 
-def test_dyna_cppo_learns_toy_task_under_the_limit(tmp_path):
-    # cppo's toy protocol (tests/test_train.py): 30 iterations, the last 20% judged. Over the
-    # last 4 of 20 iterations the controller has not settled: cppo itself ends over 1.1x the
-    # limit on 3 of seeds 0-5 there, dyna-cppo on 2; with this protocol dyna-cppo ends at
-    # 10.1-11.0 on all six.
-    cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1,
-                 steps_per_iter=1_000, log_dir=str(tmp_path), pi_lr=3e-3, model_start_iter=3,
-                 model_hidden=(64, 64), seed=3, **TOY_CONTROL)
-    run_dir = train(cfg)
-    with open(run_dir / "progress.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    late = table[-len(table) // 5:]
-    assert np.mean([float(r["ep_return"]) for r in late]) > float(table[0]["ep_return"]) + 4.0
-    assert np.mean([float(r["ep_cost"]) for r in late]) <= TOY_COST_LIMIT * 1.1
+def test_dyna_cppo_learns_toy_task_and_ends_near_its_limit(tmp_path):
+    """cppo's toy protocol (conftest.TOY_SEEDS, the last 40% judged): measured late cost per seed
+    1.02-1.13x the limit, averaged over the seeds 1.06-1.08x; late gain per seed 8.5-13.2."""
+    def config(seed: int) -> Config:
+        return Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=30_000, num_envs=1,
+                      steps_per_iter=1_000, log_dir=str(tmp_path), pi_lr=3e-3, model_start_iter=3,
+                      model_hidden=(64, 64), seed=seed, run_name=f"dyna{seed}", **TOY_CONTROL)
+
+    tables = [read_csv(train(config(seed))) for seed in TOY_SEEDS]
+    gain, cost = toy_outcome(tables)
+    assert gain > 4.0
+    assert cost <= TOY_COST_LIMIT * 1.1
+    table = tables[-1]
     used = [r for r in table if r["imagined_frac"] != ""]
     assert used and all(float(r["imagined_frac"]) > 0 for r in used)
     assert all(float(r["imagined_cost_rate"]) >= 0 for r in used)
     # Same seed, same numbers.
-    cfg.run_name = "again"
-    with open(train(cfg) / "progress.csv", newline="") as f:
-        again = list(csv.DictReader(f))
+    again = read_csv(train(dataclasses.replace(config(TOY_SEEDS[-1]), run_name="again")))
     assert [r["ep_return"] for r in again] == [r["ep_return"] for r in table]
     assert [r["loss_dyn_holdout"] for r in again] == [r["loss_dyn_holdout"] for r in table]
 

@@ -12,7 +12,8 @@ episodes (sampled actions, the normaliser frozen, envs seeded apart from trainin
 - ``cut_last3``: 1 - (mean fresh cost over the last three iterations) / (cost at k = 0), with its
   standard error; ``cut_best``: the same for the best single iteration (biased upwards by noise);
 - ``insample_cut``: what the M-step's own first-order estimate said it cut per episode
-  (-``mstep_cost_change`` x episode length, mean over iterations), beside the fresh ``cut``.
+  (-``mstep_cost_change`` x episode length, mean over iterations), beside the fresh ``cut``;
+- ``kl``: the realised KL of each update (mean over iterations): how far the policy moved.
 
 A candidate is a label and Config overrides (``--candidate 16k=steps_per_iter=16000``); the
 learning rate and clip are held at their starting values (no annealing over a 10-iteration
@@ -44,7 +45,7 @@ from dynacppo_lite.train import Trainer
 REFERENCE_POLICY = Path(__file__).parent / "reference" / "cppo_free_SafetyPointGoal1-v0_3e5"
 
 #: The controller held saturated: u = -1 every iteration, so every update is pure cost descent.
-PURE_RECOVERY = dict(cost_control="pid", pid_integral_init=-1.0, pid_integral_min=-1.0, pid_kp=0.0)
+PURE_RECOVERY = dict(pid_integral_init=-1.0, pid_integral_min=-1.0, pid_kp=0.0)
 
 DEFAULT_CANDIDATES = ["4k batch (today)=", "16k batch=steps_per_iter=16000",
                       "32k batch=steps_per_iter=32000", "cost lambda 0.8=cost_lam=0.8"]
@@ -103,14 +104,14 @@ def run_candidate(run_dir: Path, label: str, overrides: dict[str, Any], iters: i
     """One candidate's ``iters`` recovery iterations, each followed by fresh episodes."""
     trainer = recovery_trainer(run_dir, overrides, log_dir, label, seed)
     r0, c0 = start
-    trace = [dict(k=0, step=0, cost=_mean_se(c0), ret=_mean_se(r0), insample_cut=0.0, mode="")]
+    trace = [dict(k=0, step=0, cost=_mean_se(c0), ret=_mean_se(r0), insample_cut=0.0, kl=0.0, mode="")]
     try:
         for it in range(iters):
             row = trainer.iteration(it)
             r, c = fresh_episodes(trainer, episodes, EVAL_SEED + it + 1)
             trace.append(dict(k=it + 1, step=row["step"], cost=_mean_se(c), ret=_mean_se(r),
                               insample_cut=-row["mstep_cost_change"] * row["ep_len"],
-                              mode=row["mode"]))
+                              kl=row["kl"], mode=row["mode"]))
             print(f"{label}: iteration {it + 1}/{iters}: fresh cost {trace[-1]['cost'][0]:.1f} "
                   f"return {trace[-1]['ret'][0]:.2f} (in-sample cut {trace[-1]['insample_cut']:.1f})",
                   flush=True)
@@ -134,6 +135,7 @@ def summarise(label: str, overrides: dict[str, Any], trace: list[dict[str, Any]]
             "cut_best": 1.0 - best / max(cost0, 1e-9),
             "insample_cut": float(np.mean([t["insample_cut"] for t in trace[1:]])),
             "recovery_share": float(np.mean([t["mode"] == "recovery" for t in trace[1:]])),
+            "kl": float(np.mean([t["kl"] for t in trace[1:]])),
             "trace": trace}
 
 
@@ -172,7 +174,7 @@ def plot_recovery(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
 
 
 COLUMNS = ["candidate", "steps", "cost_0", "cost_last3", "cost_last3_se", "cut_last3", "cut_best",
-           "insample_cut", "return_0", "return_last3", "recovery_share"]
+           "insample_cut", "kl", "return_0", "return_last3", "recovery_share"]
 
 
 def main(argv: list[str] | None = None) -> int:
