@@ -23,7 +23,6 @@ learning rate and clip are held at their starting values (no annealing over a 10
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynacppo_lite.bench.common import command_line, markdown_table, write_results
+from dynacppo_lite.bench.common import command_line, markdown_table, suite_parser, write_results
 from dynacppo_lite.cli import parse_overrides
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import make_env
@@ -179,8 +178,7 @@ COLUMNS = ["candidate", "steps", "cost_0", "cost_last3", "cost_last3_se", "cut_l
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench recovery", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = suite_parser("recovery", __doc__)
     p.add_argument("--run", type=Path, default=REFERENCE_POLICY,
                    help="a run directory whose checkpoint is the starting policy")
     p.add_argument("--candidate", action="append", default=None,
