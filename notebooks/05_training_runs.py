@@ -111,12 +111,13 @@ print(f"device: {resolve_device(DEVICE)}; runs go to {LOG_DIR}")
 # A `Config` is one typed dataclass with a docstring per field; the run directory stores it as
 # `config.json`. `figures.training_configs` builds this notebook's three (the same ones
 # `make figures` looks for): they differ **only in `algo`**. The table shows the fields that
-# matter here; `Config.kl_budget` is the E-step's $\delta' = \mathrm{KL} / (2\ln 2 - 1)$.
+# matter here; `Config.kl_budget` is the E-step's $\delta' = \mathrm{KL} / (2\ln 2 - 1)$, with
+# KL = `estep_kl`.
 
 # %%
 configs = training_configs(SMOKE, LOG_DIR, seed=SEED, device=DEVICE, num_envs=NUM_ENVS)
 fields = ["algo", "env_id", "total_steps", "steps_per_iter", "num_envs", "seed", "device",
-          "pi_lr", "kl", "lower_clip", "v_lower_bound", "model_start_iter", "model_horizon",
+          "pi_lr", "estep_kl", "lower_clip", "v_lower_bound", "model_start_iter", "model_horizon",
           "imagined_frac"]
 display(pd.DataFrame([{f: getattr(c, f) for f in fields} for c in configs]).set_index("algo").T)
 
