@@ -23,6 +23,7 @@ import argparse
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,24 +86,22 @@ def make_voila_class() -> type:
                 return super(VoilaKernelWebsocketHandler, self).write_message(message, binary)
             return super().write_message(message, binary)
 
-    class _CountingKernels:
-        """The kernel manager as the page handler sees it: a start marks the visitor's
-        admission as done (its kernel now counts itself)."""
+    class _ReservedKernel:
+        """The kernel manager as the page handler sees it: the visitor's kernel is started under
+        the id reserved at admission, so that it is counted once, starting or started."""
 
-        def __init__(self, manager: Any, on_start: Any) -> None:
-            self._manager, self._on_start = manager, on_start
+        def __init__(self, manager: Any, kernel_id: str) -> None:
+            self._manager, self._kernel_id = manager, kernel_id
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._manager, name)
 
         async def start_kernel(self, *args: Any, **kwargs: Any) -> str:
-            try:
-                return await ensure_async(self._manager.start_kernel(*args, **kwargs))
-            finally:
-                self._on_start()
+            return await ensure_async(self._manager.start_kernel(*args, kernel_id=self._kernel_id,
+                                                                 **kwargs))
 
     class FullAwareVoilaHandler(TornadoVoilaHandler):
-        """The notebook's page; past ``max_visitors`` live kernels, the "full" page instead."""
+        """The notebook's page; past ``max_visitors`` visitors, the "full" page instead."""
 
         async def get(self, path: str | None = None) -> None:
             app: ClassVoila = self.settings["voila"]
@@ -115,36 +114,33 @@ def make_voila_class() -> type:
                 app.log.warning("app full: %d visitors, one more refused", visitors)
                 self.finish(FULL_PAGE.format(visitors=visitors))
                 return
-            app.admitting += 1  # counted from now on, though its kernel is not started yet
-            admitted = [True]
-
-            def started() -> None:
-                if admitted[0]:
-                    admitted[0] = False
-                    app.admitting -= 1
-
-            self._counting = _CountingKernels(self.settings["kernel_manager"], started)
+            # Admitted: counted from now on (tornado runs one handler at a time up to an await,
+            # so a class arriving at once is counted one by one), though its kernel starts later.
+            kernel_id = str(uuid.uuid4())
+            app.reserved.add(kernel_id)
+            self._reserved = _ReservedKernel(self.settings["kernel_manager"], kernel_id)
             try:
                 await super().get(path)
             finally:
-                started()
+                app.reserved.discard(kernel_id)  # live now (listed), or failed to start
 
         @property
         def kernel_manager(self) -> Any:
-            return getattr(self, "_counting", None) or self.settings["kernel_manager"]
+            return getattr(self, "_reserved", None) or self.settings["kernel_manager"]
 
     class ClassVoila(Voila):
         max_visitors = Int(0, config=True, help="Live kernels at most (0: no limit).")
 
         def initialize(self, argv: list[str] | None = None) -> None:
-            self.admitting = 0
+            self.reserved: set[str] = set()
             super().initialize(argv)
 
         def visitors(self) -> int:
-            """Visitors' kernels (live, or being started), not counting a preheated pool."""
+            """Visitors' kernels, live or admitted and starting, less a preheated pool's unused
+            ones (a pooled kernel taken by a visitor is counted twice while its page renders)."""
             km = self.kernel_manager
             pooled = sum(len(pool) for pool in getattr(km, "_pools", {}).values())
-            return max(0, len(km.list_kernel_ids()) - pooled) + self.admitting
+            return max(0, len(set(km.list_kernel_ids()) | self.reserved) - pooled)
 
         def init_handlers(self) -> list:
             ours = {TornadoVoilaHandler: FullAwareVoilaHandler,

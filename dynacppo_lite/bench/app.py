@@ -159,6 +159,7 @@ async def visit(base: str, visit_: Visit, sockets: list[KernelSocket], timeout: 
         page = await AsyncHTTPClient().fetch(base, request_timeout=timeout, raise_error=False)
         visit_.status = page.code
         if page.code != 200:
+            visit_.error = f"HTTP {page.code}"
             return
         html = page.body.decode()
         kernel = re.search(r'"kernelId":\s*"([0-9a-f-]+)"', html)
@@ -210,7 +211,7 @@ class AppServer:
     def __init__(self, *, max_visitors: int, cull_idle: int, cull_interval: int, log: Path,
                  host: str = "127.0.0.1", runs: str | None = None, pool: int = 0) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.port}/"
         env = {**os.environ, **({"DYNACPPO_RUNS": runs} if runs else {})}
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
