@@ -116,9 +116,12 @@ app: $(DOCS_STAMP)
 		--cull-interval=$(APP_CULL_INTERVAL) --cull-connected=$(APP_CULL_CONNECTED) --pool=$(APP_POOL)
 
 # Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
-# resources, unrendered formulas, broken internal links, explorers that do not redraw.
+# resources, unrendered formulas, broken internal links, explorers that do not redraw, a dead
+# kernel's reload offer. Then the app served to a class (tests/test_app_server.py): 3 visitors at
+# once, the "full" page, memory back after the cull, no traceback nor code run for a remote visitor.
 check-site: site
-	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider -v -s
+	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py tests/test_app_server.py \
+		-p no:cacheprovider -v -s
 
 clean:
 	rm -rf $(VENV) runs course .pytest_cache docs/_build docs/chapters docs/quickstart.md

@@ -62,7 +62,9 @@ def test_three_visitors_at_once_then_the_full_page_then_the_memory_back(tmp_path
         assert row["served"] == "3/3" and row["redraws"] == "9/9", row["errors"]
         assert row["visitor N+1"] == "503 full page" and row["server up"] == "yes"
         assert row["after cull kernels"] == 0
-        assert row["after cull / idle"] < 1.2  # every kernel's memory came back
+        # Every kernel's memory came back: what remains is the server's own, within 20% of what
+        # the visitors had added (the server keeps ~15 MiB of caches after its first pages).
+        assert row["after cull MiB"] - row["idle MiB"] < 0.2 * (row["loaded MiB"] - row["idle MiB"])
 
 
 def _page(url: str) -> str:
@@ -70,17 +72,28 @@ def _page(url: str) -> str:
         return reply.read().decode()
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
-def test_tracebacks_only_on_localhost(tmp_path, broken_runs, host) -> None:
-    with _server(tmp_path, max_visitors=2, cull_idle=0, cull_interval=60, host=host,
-                          runs=broken_runs) as server:
+def test_a_remote_visitor_sees_no_traceback(tmp_path, broken_runs) -> None:
+    with _server(tmp_path, max_visitors=2, cull_idle=0, cull_interval=60, host="127.0.0.2",
+                 runs=broken_runs) as server:
         html = _page(server.url)
-        assert "There was an error when executing cell" in html or "KeyError" in html
-        leaked = [s for s in ("Traceback", "KeyError", "ep_return", str(ROOT)) if s in html]
-        if host == "127.0.0.1":
-            assert "KeyError" in leaked  # this machine's user sees what went wrong
-        else:
-            assert not leaked, f"a remote visitor sees {leaked}"
+        log = Path(server.log.name).read_text()
+    assert "Error at server while executing cell" in log  # the run browser's cell did fail
+    leaked = [s for s in ("Traceback", "FileNotFoundError", "config.json", str(ROOT)) if s in html]
+    assert not leaked, f"a remote visitor sees {leaked}"
+
+
+def test_tracebacks_are_asked_for_only_on_localhost() -> None:
+    sys.path.insert(0, str(ROOT / "app"))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(ROOT / "app"))
+    for host, shown in [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False),
+                        ("192.168.1.5", False)]:
+        args = serve.voila_args(serve.parse([f"--host={host}"])[0])
+        assert f"--show_tracebacks={shown}" in args and f"--Voila.ip={host}" in args
+    with pytest.raises(SystemExit):
+        serve.parse(["--max-visitors=-1"])
 
 
 def test_an_execute_request_on_a_visitors_kernel_does_not_run(tmp_path) -> None:
