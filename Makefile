@@ -93,23 +93,36 @@ site: $(DOCS_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sphinx-build -b html -q docs docs/_build/html
 	@echo "site: $(CURDIR)/docs/_build/html/index.html"
 
-# Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode. Lab
-# extensions of .venv that fail outside Lab (nbgrader, jupytext, notebook) are not loaded.
-# The template app/jupyter/voila/templates/offline is Voila's lab template without its CDN links.
-# DYNACPPO_RUNS=DIR browses that log directory (default: runs/, else two toy runs).
+# Notebook 06's explorers as a web app (Voila: outputs only, no code), in smoke mode, served by
+# app/serve.py for a class (docs/course.md, "Serving the app to a class"). The template
+# app/jupyter/voila/templates/offline is Voila's lab template without its CDN links, plus a watcher
+# that offers a reload when the visitor's kernel is gone. DYNACPPO_RUNS=DIR browses that log
+# directory (default: runs/, else two toy runs, made once at start).
+#   APP_HOST           127.0.0.1: this machine only (tracebacks shown); 0.0.0.0: the class (none)
+#   APP_MAX_VISITORS   live kernels at most; the next visitor gets "the app is full" (0: no limit)
+#   APP_CULL_IDLE      seconds idle before a kernel is shut down (0: never); checked every
+#                      APP_CULL_INTERVAL s; APP_CULL_CONNECTED=1 culls open tabs too
+#   APP_POOL           preheated kernels kept ready (0: none; not measured)
 APP_HOST ?= 127.0.0.1
 APP_PORT ?= 8866
+APP_MAX_VISITORS ?= 20
+APP_CULL_IDLE ?= 600
+APP_CULL_INTERVAL ?= 60
+APP_CULL_CONNECTED ?= 0
+APP_POOL ?= 0
 app: $(DOCS_STAMP)
 	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" \
-		$(BIN)/voila app/explorers.ipynb --no-browser --template=offline \
-		--Voila.ip=$(APP_HOST) --port=$(APP_PORT) --show_tracebacks=True \
-		$(foreach x,@jupyter/nbgrader jupyterlab-jupytext @jupyter-notebook/lab-extension,\
-			--VoilaConfiguration.extension_denylist=$(x))
+		$(BIN)/python app/serve.py --host=$(APP_HOST) --port=$(APP_PORT) \
+		--max-visitors=$(APP_MAX_VISITORS) --cull-idle=$(APP_CULL_IDLE) \
+		--cull-interval=$(APP_CULL_INTERVAL) --cull-connected=$(APP_CULL_CONNECTED) --pool=$(APP_POOL)
 
 # Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
-# resources, unrendered formulas, broken internal links, explorers that do not redraw.
+# resources, unrendered formulas, broken internal links, explorers that do not redraw, a dead
+# kernel's reload offer. Then the app served to a class (tests/test_app_server.py): 3 visitors at
+# once, the "full" page, memory back after the cull, no traceback nor code run for a remote visitor.
 check-site: site
-	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider -v -s
+	PYTHONPATH="$(CURDIR)" $(BIN)/python -m pytest tests/test_site.py tests/test_app_server.py \
+		-p no:cacheprovider -v -s
 
 clean:
 	rm -rf $(VENV) runs course .pytest_cache docs/_build docs/chapters docs/quickstart.md

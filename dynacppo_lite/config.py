@@ -188,19 +188,21 @@ class Config:
     """Initial Lagrange multiplier (``pid-lagrangian``: the initial integral state)."""
     pid_lag_kp: float = 0.1
     """``pid-lagrangian``: proportional gain, lambda per unit of smoothed episode cost over the
-    limit (OmniSafe's default, as the other ``pid_lag_*``). OmniSafe updates once per 20,000-step
-    epoch, this package once per iteration (4,000 steps by default): the gains act 5x as often."""
+    limit (OmniSafe's default, as the other ``pid_lag_*``). The ``pid_lag_*`` gains are stated
+    per 20,000-step epoch, OmniSafe's update; the multiplier updates once per iteration with
+    them converted per step (``cost_control.make_cost_control``), so a batch size changes
+    nothing per step: at 4,000 steps its integral gain is ki / 5 and its smoothing ema^(1/5)."""
     pid_lag_ki: float = 0.01
-    """``pid-lagrangian``: integral gain, change of lambda's integral per update per unit of
-    episode cost over the limit."""
+    """``pid-lagrangian``: integral gain, change of lambda's integral per 20,000 steps per unit
+    of episode cost over the limit."""
     pid_lag_kd: float = 0.01
     """``pid-lagrangian``: derivative gain, lambda per unit of rise of the smoothed episode cost
-    over ``pid_lag_d_delay`` updates (only a rise counts)."""
+    over ``pid_lag_d_delay`` epochs (only a rise counts)."""
     pid_lag_d_delay: int = 10
-    """``pid-lagrangian``: updates over which the derivative term measures the cost's rise."""
+    """``pid-lagrangian``: 20,000-step epochs over which the derivative term measures the rise."""
     pid_lag_ema: float = 0.95
-    """``pid-lagrangian``: weight of the past in the smoothed error and the smoothed cost the P
-    and D terms use (OmniSafe has one such weight per term, both 0.95 by default)."""
+    """``pid-lagrangian``: weight of the past per 20,000 steps in the smoothed error and cost that
+    the P and D terms use (OmniSafe has one such weight per term, both 0.95 by default)."""
 
     # --- Dyna-CPPO ---
     model_start_iter: int = 5

@@ -326,6 +326,10 @@ class LagrangianControl(CostControl):
         return {"multiplier": ckpt["lagrange"]}
 
 
+#: Environment steps per update that the ``pid_lag_*`` gains are stated for (OmniSafe's epoch).
+PID_LAG_EPOCH_STEPS = 20_000
+
+
 def make_cost_control(cfg: Config, cost_limit: float) -> CostControl:
     """The control ``cfg.cost_control`` names (``auto``: the algorithm's own, see
     ``Config.cost_control``) for the per-episode cost limit ``cost_limit``."""
@@ -334,9 +338,13 @@ def make_cost_control(cfg: Config, cost_limit: float) -> CostControl:
         return LagrangianControl(name, LagrangeMultiplier(cfg.lagrangian_init, cfg.lagrangian_lr,
                                                           cost_limit))
     if name == "pid-lagrangian":
+        # The gains are OmniSafe's, per 20,000-step epoch; this update runs once per iteration,
+        # so the integral, the smoothing and the derivative's delay are converted per step.
+        per_epoch = cfg.steps_per_iter / PID_LAG_EPOCH_STEPS
         return LagrangianControl(name, PIDLagrangeMultiplier(
-            cost_limit, kp=cfg.pid_lag_kp, ki=cfg.pid_lag_ki, kd=cfg.pid_lag_kd,
-            d_delay=cfg.pid_lag_d_delay, ema=cfg.pid_lag_ema, integral=cfg.lagrangian_init))
+            cost_limit, kp=cfg.pid_lag_kp, ki=cfg.pid_lag_ki * per_epoch, kd=cfg.pid_lag_kd,
+            d_delay=max(1, round(cfg.pid_lag_d_delay / per_epoch)), ema=cfg.pid_lag_ema ** per_epoch,
+            integral=cfg.lagrangian_init))
     share = RealisedShare(cfg.rho_init, cfg.rho_smoothing, cfg.rho_min)
     if name == "pid":
         return PIMarginControl(MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,

@@ -327,8 +327,12 @@ class RunBrowser(_Explorer):
     METRICS = ("none", "kl", "clip_frac", "lagrange", "estep_angle", "cost_margin",
                "imagined_frac", "loss_dyn_holdout", "sps")
 
-    def __init__(self, log_dir: str | Path = "runs", *, smoothing: int = 3) -> None:
+    def __init__(self, log_dir: str | Path = "runs", *, smoothing: int = 3,
+                 root: str | Path | None = None) -> None:
         self.run_paths: dict[str, Path] = {}
+        # The one folder it may read (default: ``log_dir``): the web app's visitors type into the
+        # log dir box, and a path outside it (``/``, ``..``, a link out) must not be scanned.
+        self.root = Path(root if root is not None else log_dir).resolve()
         controls = {
             "log_dir": widgets.Text(value=str(log_dir), description="log dir",
                                     continuous_update=False, style=_STYLE),
@@ -347,9 +351,12 @@ class RunBrowser(_Explorer):
         self.refresh()
 
     def refresh(self) -> None:
-        """Rescan the log directory; select every run found; redraw."""
-        root = Path(self.controls["log_dir"].value)
-        self.run_paths = {str(p.relative_to(root)): p for p in find_runs(root)}
+        """Rescan the log directory; select every run found; redraw. A folder outside ``root``
+        is refused: no runs, and the summary says so in one line."""
+        root = Path(self.controls["log_dir"].value).expanduser()
+        refused = not self.inside_root(root)
+        self.run_paths = {} if refused else {str(p.relative_to(root)): p for p in find_runs(root)
+                                            if self.inside_root(p)}  # not a link out of root
         self._holding = True
         try:
             self.controls["runs"].options = list(self.run_paths)
@@ -357,6 +364,13 @@ class RunBrowser(_Explorer):
         finally:
             self._holding = False
         self.update()
+        if refused:
+            self.summary.value = "refused: only folders inside the runs directory can be browsed"
+
+    def inside_root(self, path: str | Path) -> bool:
+        """Whether ``path`` (relative paths from the working directory, links followed) lies in
+        ``root``."""
+        return Path(path).expanduser().resolve().is_relative_to(self.root)
 
     def _on_change(self, change: dict) -> None:
         if self._holding:
@@ -406,21 +420,60 @@ class RunBrowser(_Explorer):
 def demo_runs(log_dir: str | Path, *, seed: int = 0, algos: tuple[str, ...] = ("cppo", "ppo-lag"),
               steps: int = 5_000) -> Path:
     """Short runs on the toy task (a few seconds each) for a run browser that has nothing to
-    show yet: notebook 6 in smoke mode and the web app (``make app``) on a fresh clone. They are
-    scratch: ``log_dir/<algo>`` is trained anew each time."""
+    show yet: notebook 6 in smoke mode and the web app (``make app``) on a fresh clone.
+
+    Made once, then shared read-only: many processes call this on one directory at once (every
+    visitor's kernel of the app). A complete set with the same settings (``DEMO_MARKER``) is
+    returned as it is; otherwise one process, holding a lock file beside ``log_dir``, trains them
+    into a fresh directory and renames it into place when complete, while the others wait for it.
+    Nobody writes into a directory another may be reading; a set made with other settings is
+    renamed away whole before its replacement is renamed in."""
+    import fcntl
     import shutil
+    import tempfile
 
     from dynacppo_lite.train import train
 
     log_dir = Path(log_dir)
-    for algo in algos:
-        shutil.rmtree(log_dir / algo, ignore_errors=True)
-        print(f"training a short {algo} run on the toy task for the browser ({steps} steps, a few "
-              "seconds)...", flush=True)
-        train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=steps, steps_per_iter=500,
-                     num_envs=1, pi_lr=3e-3, seed=seed, log_dir=str(log_dir), run_name=algo,
-                     device="cpu"))
+    settings = {"seed": seed, "algos": list(algos), "steps": steps}
+    if _demo_settings(log_dir) == settings:
+        return log_dir
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_dir.parent / f".{log_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on an exception
+        if _demo_settings(log_dir) == settings:  # made by the process we waited for
+            return log_dir
+        fresh = Path(tempfile.mkdtemp(prefix=f".{log_dir.name}.new-", dir=log_dir.parent))
+        try:
+            for algo in algos:
+                print(f"training a short {algo} run on the toy task for the browser ({steps} steps, "
+                      "a few seconds)...", flush=True)
+                train(Config(algo=algo, env_id="ToySpeedLimit-v0", total_steps=steps,
+                             steps_per_iter=500, num_envs=1, pi_lr=3e-3, seed=seed,
+                             log_dir=str(fresh), run_name=algo, device="cpu"))
+            (fresh / DEMO_MARKER).write_text(json.dumps(settings))
+            old = None
+            if log_dir.exists():  # another set (other settings, or a half-made one of old)
+                old = Path(tempfile.mkdtemp(prefix=f".{log_dir.name}.old-", dir=log_dir.parent))
+                log_dir.rename(old / log_dir.name)
+            fresh.rename(log_dir)
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return log_dir
+
+
+#: Written into a set of demo runs once it is complete: the settings it was made with.
+DEMO_MARKER = "demo_runs.json"
+
+
+def _demo_settings(log_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((log_dir / DEMO_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class StopTraining(KeyboardInterrupt):

@@ -124,7 +124,7 @@ if RUNS_DIR is not None:
 elif not SMOKE and find_runs(project_root() / "runs" / "notebook05"):
     runs_dir = project_root() / "runs" / "notebook05"
 else:
-    runs_dir = demo_runs(Path(tempfile.gettempdir()) / "dynacppo_lite_nb06", seed=SEED)  # rewritten each time
+    runs_dir = demo_runs(Path(tempfile.gettempdir()) / "dynacppo_lite_nb06", seed=SEED)  # made once, reused
 print(f"browsing {runs_dir}")
 browser = RunBrowser(runs_dir, smoothing=3)
 display(browser)

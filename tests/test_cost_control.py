@@ -278,8 +278,9 @@ def test_pid_lagrangian_drives_ppo_lag_on_fresh_estimates(tmp_path):
     trainer = Trainer(cfg)
     rows = [trainer.iteration(it) for it in range(3)]
     trainer.envs.close()
-    expected = PIDLagrangeMultiplier(0.5, kp=cfg.pid_lag_kp, ki=0.05, kd=cfg.pid_lag_kd,
-                                     d_delay=cfg.pid_lag_d_delay, ema=cfg.pid_lag_ema)
+    # The gains are per 20,000-step epoch (OmniSafe's); 1,000-step iterations are 1/20 of one.
+    expected = PIDLagrangeMultiplier(0.5, kp=cfg.pid_lag_kp, ki=0.05 / 20, kd=cfg.pid_lag_kd,
+                                     d_delay=cfg.pid_lag_d_delay * 20, ema=cfg.pid_lag_ema ** (1 / 20))
     for row in rows:
         assert row["mode"] == "lagrange" and "margin_u" not in row
         assert row["lagrange"] == pytest.approx(expected.update(row["cost_est"]))

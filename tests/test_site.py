@@ -231,5 +231,14 @@ def test_the_app_shows_live_explorers_without_code(browser, app_url) -> None:
             problems.append(f"explorer {k}: the figure did not change when its slider moved")
     print(f"\napp: {images.count()} explorers, {sliders.count()} sliders; moved a slider of "
           f"explorers {moved}, each redrew")
-    page.close()
     assert moved and not problems, "\n".join(problems)
+
+    # The visitor's kernel dies (killed: out of memory, say): the page says so, offers a reload.
+    assert page.locator("#app-kernel-gone").count() == 0
+    kernel = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+    pids = subprocess.run(["pgrep", "-f", f"kernel-{kernel}.json"], capture_output=True, text=True).stdout
+    assert pids.split(), f"no process for kernel {kernel}"
+    os.kill(int(pids.split()[0]), signal.SIGKILL)
+    page.wait_for_selector("#app-kernel-gone", timeout=60_000)
+    assert "Reload the app" in page.inner_text("#app-kernel-gone")
+    page.close()

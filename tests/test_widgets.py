@@ -227,3 +227,19 @@ def test_monitor_train_all_continues_a_stopped_run_from_its_checkpoint(tmp_path)
     again.train_all([dataclasses.replace(cfg, total_steps=(stopped + 1) * 200)])  # the cell, rerun
     assert read_progress(tmp_path / "cppo")["step"].tolist() == [200 * (i + 1) for i in range(stopped + 1)]
     assert len(again.rows["cppo"]) == stopped + 1  # the stopped run's rows, then the new one
+
+
+def test_run_browser_reads_only_inside_its_runs_directory(tmp_path) -> None:
+    root, outside = tmp_path / "runs", tmp_path / "private"
+    fake_run(root, "a", seed=1)
+    fake_run(outside, "secret", seed=2)
+    (root / "link").symlink_to(outside / "secret")  # a link inside that points out
+    br = RunBrowser(root, smoothing=1)
+    assert list(br.controls["runs"].options) == ["a"]
+
+    for path in (outside, root / ".." / "private", tmp_path, "/"):
+        br.controls["log_dir"].value = str(path)
+        assert br.result["runs"] == [] and list(br.controls["runs"].options) == []
+        assert br.summary.value == "refused: only folders inside the runs directory can be browsed"
+    br.controls["log_dir"].value = str(root)  # back inside: browsed again
+    assert br.result["names"] == ["a"] and br.summary.value.startswith("final")

@@ -1,0 +1,204 @@
+"""``make app``: Voila serving ``app/explorers.ipynb`` to a room of students.
+
+What plain ``voila app/explorers.ipynb`` lacks for a class (docs/course.md, "Serving the app to a
+class"):
+
+* the run browser's runs are ready before the first visitor: made once here, in a subprocess
+  (the server never imports torch), and every kernel only reads them;
+* at most ``--max-visitors`` live kernels: the next visitor gets a short "the app is full, try
+  again in a minute" page (HTTP 503, refreshing itself), not a hang nor an out-of-memory kill;
+* idle kernels culled (jupyter_server's ``MappingKernelManager.cull_*``), so the memory of closed
+  tabs comes back; a kernel that dies is removed, not restarted empty (``restart_limit=0``): the
+  page's watcher (template ``offline``) then says so and offers a reload;
+* tracebacks only when listening on localhost; code execution refused as Voila always does
+  (only comm and info messages reach a visitor's kernel).
+
+Run by ``make app`` (``APP_*`` variables); ``python app/serve.py --help`` lists the options. Any
+other argument goes to Voila as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "app" / "explorers.ipynb"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"  # what Voila's page asks for
+#: Lab extensions of .venv that fail outside Lab.
+DENY_EXTENSIONS = ("@jupyter/nbgrader", "jupyterlab-jupytext", "@jupyter-notebook/lab-extension")
+
+FULL_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="60">
+<title>The app is full</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto; line-height: 1.5">
+<h1>The app is full</h1>
+<p>{visitors} visitors are using the explorers, as many as this server holds. Try again in a
+minute: this page reloads itself every 60 seconds.</p>
+</body></html>
+"""
+
+# What one kernel does for the browser: find the runs to browse, else make the demo runs once
+# (the same folder app/explorers.py falls back to). A subprocess: the server stays free of torch.
+PREPARE_RUNS = """
+import os, tempfile
+from pathlib import Path
+from dynacppo_lite.figures import project_root
+from dynacppo_lite.widgets import demo_runs, find_runs
+runs = Path(os.environ.get("DYNACPPO_RUNS") or project_root() / "runs")
+if not find_runs(runs):
+    runs = demo_runs(Path(tempfile.gettempdir()) / "dynacppo_lite_app")
+print(runs)
+"""
+
+
+def prepare_runs() -> str:
+    """The folder the run browser will show, demo runs made there first if needed."""
+    out = subprocess.run([sys.executable, "-c", PREPARE_RUNS], check=True, stdout=subprocess.PIPE,
+                         text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def make_voila_class() -> type:
+    """Voila with a visitor limit on the notebook's page (imported late: ``--help`` and the
+    tests of the argument handling need no Voila)."""
+    from jupyter_core.utils import ensure_async
+    from traitlets import Int
+    from voila.app import Voila
+    from voila.tornado.handler import TornadoVoilaHandler
+    from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+
+    class KernelWebsocketHandler(VoilaKernelWebsocketHandler):
+        """Voila 0.5.13's kernel websocket, minus a hang: it reads the header of every binary
+        message as the v1 protocol lays it out, and with a client of jupyter_server's default
+        protocol (no subprotocol asked) that first number is ~2**60 offsets: the server spins
+        and its memory grows without end (found by the load test). Such messages skip it; they
+        are never the execute_input it filters (those carry no buffers)."""
+
+        def write_message(self, message: Any, binary: bool = False) -> Any:
+            if isinstance(message, bytes) and self.selected_subprotocol != V1_PROTOCOL:
+                return super(VoilaKernelWebsocketHandler, self).write_message(message, binary)
+            return super().write_message(message, binary)
+
+    class _ReservedKernel:
+        """The kernel manager as the page handler sees it: the visitor's kernel is started under
+        the id reserved at admission, so that it is counted once, starting or started."""
+
+        def __init__(self, manager: Any, kernel_id: str) -> None:
+            self._manager, self._kernel_id = manager, kernel_id
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._manager, name)
+
+        async def start_kernel(self, *args: Any, **kwargs: Any) -> str:
+            return await ensure_async(self._manager.start_kernel(*args, kernel_id=self._kernel_id,
+                                                                 **kwargs))
+
+    class FullAwareVoilaHandler(TornadoVoilaHandler):
+        """The notebook's page; past ``max_visitors`` visitors, the "full" page instead."""
+
+        async def get(self, path: str | None = None) -> None:
+            app: ClassVoila = self.settings["voila"]
+            visitors = app.visitors()
+            if app.max_visitors and visitors >= app.max_visitors:
+                self.set_status(503)
+                self.set_header("Retry-After", "60")
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.set_header("Cache-Control", "no-store")
+                app.log.warning("app full: %d visitors, one more refused", visitors)
+                self.finish(FULL_PAGE.format(visitors=visitors))
+                return
+            # Admitted: counted from now on (tornado runs one handler at a time up to an await,
+            # so a class arriving at once is counted one by one), though its kernel starts later.
+            kernel_id = str(uuid.uuid4())
+            app.reserved.add(kernel_id)
+            self._reserved = _ReservedKernel(self.settings["kernel_manager"], kernel_id)
+            try:
+                await super().get(path)
+            finally:
+                app.reserved.discard(kernel_id)  # live now (listed), or failed to start
+
+        @property
+        def kernel_manager(self) -> Any:
+            return getattr(self, "_reserved", None) or self.settings["kernel_manager"]
+
+    class ClassVoila(Voila):
+        max_visitors = Int(0, config=True, help="Live kernels at most (0: no limit).")
+
+        def initialize(self, argv: list[str] | None = None) -> None:
+            self.reserved: set[str] = set()
+            super().initialize(argv)
+
+        def visitors(self) -> int:
+            """Visitors' kernels, live or admitted and starting, less a preheated pool's unused
+            ones (a pooled kernel taken by a visitor is counted twice while its page renders)."""
+            km = self.kernel_manager
+            pooled = sum(len(pool) for pool in getattr(km, "_pools", {}).values())
+            return max(0, len(set(km.list_kernel_ids()) | self.reserved) - pooled)
+
+        def init_handlers(self) -> list:
+            ours = {TornadoVoilaHandler: FullAwareVoilaHandler,
+                    VoilaKernelWebsocketHandler: KernelWebsocketHandler}
+            return [(h[0], ours.get(h[1], h[1]), *h[2:]) for h in super().init_handlers()]
+
+    return ClassVoila
+
+
+def voila_args(opts: argparse.Namespace) -> list[str]:
+    """The Voila command line for these options."""
+    local = opts.host in LOCAL_HOSTS
+    args = [str(NOTEBOOK), "--no-browser", "--template=offline", f"--Voila.ip={opts.host}",
+            f"--port={opts.port}",
+            # A traceback shows the server's paths and code: only to someone on this machine.
+            f"--show_tracebacks={local}",
+            f"--ClassVoila.max_visitors={opts.max_visitors}",
+            f"--MappingKernelManager.cull_idle_timeout={opts.cull_idle}",
+            f"--MappingKernelManager.cull_interval={opts.cull_interval}",
+            f"--MappingKernelManager.cull_connected={opts.cull_connected}",
+            # A dead kernel is removed (the page then says so), not restarted without its widgets.
+            "--KernelRestarter.restart_limit=0",
+            *(f"--VoilaConfiguration.extension_denylist={x}" for x in DENY_EXTENSIONS)]
+    if opts.pool:
+        # Preheated kernels have run the notebook before anyone asks (Voila: incompatible with
+        # progressive rendering, which is off by default).
+        args += ["--preheat_kernel=True", f"--pool_size={opts.pool}"]
+    return args
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="app/serve.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: everyone)")
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--max-visitors", type=int, default=20,
+                   help="live kernels at most; the next visitor gets the 'full' page (0: no limit)")
+    p.add_argument("--cull-idle", type=int, default=600,
+                   help="seconds after which an idle kernel is shut down (0: never)")
+    p.add_argument("--cull-interval", type=int, default=60, help="seconds between idle checks")
+    p.add_argument("--cull-connected", type=int, choices=(0, 1), default=0,
+                   help="1: also cull kernels whose tab is still open (their page then offers a reload)")
+    p.add_argument("--pool", type=int, default=0, help="preheated kernels kept ready (0: none)")
+    opts, rest = p.parse_known_args(argv)
+    for name in ("max_visitors", "cull_idle", "cull_interval", "pool"):
+        if getattr(opts, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(opts, name)}")
+    if opts.cull_idle and opts.cull_interval <= 0:
+        p.error("--cull-interval must be positive when --cull-idle is set")
+    opts.cull_connected = bool(opts.cull_connected)
+    return opts, rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts, rest = parse(sys.argv[1:] if argv is None else argv)
+    os.environ["DYNACPPO_RUNS"] = prepare_runs()  # the kernels inherit it
+    print(f"app: browsing runs in {os.environ['DYNACPPO_RUNS']}", flush=True)
+    make_voila_class().launch_instance(voila_args(opts) + rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""``make app`` served to a class, checked against a running server (``make check-site``).
+
+* a small load test: 3 visitors at once (``bench app``'s code), each gets the explorers and a
+  redraw of every explorer's slider; visitor 4 gets the "full" page; once they leave, the idle
+  kernels are culled and the server's memory is back near its idle size;
+* nothing exposed: served on an address other than localhost (127.0.0.2 stands in for the
+  class's network), a cell that fails shows no traceback (on 127.0.0.1 it does: the check can
+  fail), and an ``execute_request`` sent on a visitor's kernel websocket does not run.
+
+Skipped without Voila (the ``docs`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from dynacppo_lite.bench.app import AppServer, KernelSocket, load, server_pss_mib
+
+ROOT = Path(__file__).resolve().parents[1]
+CULL_IDLE, CULL_INTERVAL = 30, 2  # short, so that the test sees the memory come back
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _voila() -> None:
+    if not Path(sys.executable).with_name("voila").is_file():
+        pytest.skip("no Voila: pip install '.[docs]' (make check-site installs it)")
+
+
+@contextmanager
+def _server(tmp: Path, **kwargs) -> Iterator[AppServer]:
+    server = AppServer(log=tmp / "voila.log", **kwargs)
+    try:
+        server.wait_up()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def broken_runs(tmp_path_factory) -> str:
+    """A run whose progress.csv lacks the columns the browser draws: its cell raises."""
+    root = tmp_path_factory.mktemp("broken_runs")
+    (root / "bad").mkdir()
+    (root / "bad" / "progress.csv").write_text("a,b\n1,2\n")
+    return str(root)
+
+
+def test_three_visitors_at_once_then_the_full_page_then_the_memory_back(tmp_path) -> None:
+    with _server(tmp_path, max_visitors=3, cull_idle=CULL_IDLE, cull_interval=CULL_INTERVAL) as server:
+        time.sleep(3)
+        row = asyncio.run(load(server, 3, timeout=240, after_cull=CULL_IDLE + 60))
+        print("\n" + ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
+                               for k, v in row.items()))
+        assert row["served"] == "3/3" and row["redraws"] == "9/9", row["errors"]
+        assert row["visitor N+1"] == "503 full page" and row["server up"] == "yes"
+        assert row["after cull kernels"] == 0
+        # Every kernel's memory came back: what remains is the server's own, within 20% of what
+        # the visitors had added (the server keeps ~15 MiB of caches after its first pages).
+        assert row["after cull MiB"] - row["idle MiB"] < 0.2 * (row["loaded MiB"] - row["idle MiB"])
+
+
+def _page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=240) as reply:
+        return reply.read().decode()
+
+
+def test_a_remote_visitor_sees_no_traceback(tmp_path, broken_runs) -> None:
+    with _server(tmp_path, max_visitors=2, cull_idle=0, cull_interval=60, host="127.0.0.2",
+                 runs=broken_runs) as server:
+        html = _page(server.url)
+        log = Path(server.log.name).read_text()
+    assert "Error at server while executing cell" in log  # the run browser's cell did fail
+    leaked = [s for s in ("Traceback", "FileNotFoundError", "config.json", str(ROOT)) if s in html]
+    assert not leaked, f"a remote visitor sees {leaked}"
+
+
+def test_tracebacks_are_asked_for_only_on_localhost() -> None:
+    sys.path.insert(0, str(ROOT / "app"))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(ROOT / "app"))
+    for host, shown in [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False),
+                        ("192.168.1.5", False)]:
+        args = serve.voila_args(serve.parse([f"--host={host}"])[0])
+        assert f"--show_tracebacks={shown}" in args and f"--Voila.ip={host}" in args
+    with pytest.raises(SystemExit):
+        serve.parse(["--max-visitors=-1"])
+
+
+def test_an_execute_request_on_a_visitors_kernel_does_not_run(tmp_path) -> None:
+    proof = tmp_path / "executed"
+
+    async def attempt(url: str) -> dict:
+        import re
+
+        html = _page(url)
+        kernel = re.search(r'"kernelId":\s*"([0-9a-f-]+)"', html).group(1)
+        ws = await KernelSocket.open(url.replace("http", "ws", 1), kernel)
+        ws.send("execute_request", {"code": f"open({str(proof)!r}, 'w').write('ran')",
+                                    "silent": False, "store_history": False,
+                                    "user_expressions": {}, "allow_stdin": False})
+        await asyncio.sleep(5)
+        states = await ws.widget_states(60)  # the kernel still answers what the page may send
+        ws.close()
+        return states
+
+    with _server(tmp_path, max_visitors=2, cull_idle=0, cull_interval=60, host="127.0.0.2") as server:
+        states = asyncio.run(attempt(server.url))
+        assert any(s["model_name"] == "ImageModel" for s in states.values())
+        assert not proof.exists(), "code sent by a visitor ran in the kernel"
+        assert server_pss_mib(server.proc.pid)[1] == 1
