@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
