@@ -71,9 +71,10 @@ def kept_steps(ended: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(ended.int(), 0) - ended.int() == 0
 
 
-def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.Tensor,
-                     horizon: int, normalize: Any, *, gamma: float, lam: float, cost_gamma: float,
-                     cost_lam: float, low: np.ndarray, high: np.ndarray,
+def imagine_branches(model_env: ModelEnv | SimulatorEnv, agent: ActorCritic,
+                     start_obs: torch.Tensor, horizon: int, normalize: Any, *, gamma: float,
+                     lam: float, cost_gamma: float, cost_lam: float, low: np.ndarray,
+                     high: np.ndarray,
                      first_act: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> Branches:
     """Roll ``horizon`` imagined steps from ``start_obs`` (B, obs_dim, raw units) and run dual
@@ -236,9 +237,9 @@ class DynaModel:
         return batch, row, t1 - t0, time.perf_counter() - t1
 
     def model_env(self, deterministic: bool = False) -> ModelEnv | SimulatorEnv:
-        """What imagined branches step in: the simulator where it is the model, else the
-        ensemble as an env with the config's pessimism and disagreement cut, drawing from the
-        model's own generator."""
+        """What imagined branches step in: the simulator where it is the model (deterministic
+        already), else the ensemble as an env with the config's pessimism and disagreement cut,
+        drawing from the model's own generator."""
         if self.simulator is not None:
             return self.simulator
         cfg = self.cfg
