@@ -22,6 +22,7 @@ ALGO_COST_CONTROLS: dict[str, tuple[str, ...]] = {
 }
 COST_CONTROLS = ("auto", "pid", "margin", "bang-bang", "lagrangian", "pid-lagrangian")
 MSTEPS = ("linear", "tracking")
+DYNA_MODELS = ("ensemble", "simulator")
 #: Config fields renamed since runs were first saved: old name -> name today. ``config.json``,
 #: checkpoints, ``--set`` and a resume's ``changes`` may use either (:func:`renamed_fields`).
 RENAMED_FIELDS = {"kl": "estep_kl", "reach_init": "rho_init", "reach_smoothing": "rho_smoothing",
@@ -211,6 +212,12 @@ class Config:
     """Length k of each imagined branch (seed's name; MBPO uses short branches)."""
     imagined_frac: float = 0.5
     """Imagined samples as a share of the real batch size (0.5: half as many as real)."""
+    dyna_model: str = "ensemble"
+    """What dyna-cppo's branches step in. ``ensemble``: the learned dynamics ensemble
+    (``dynamics.ModelEnv``). ``simulator``: the simulator itself, set to each branch's state
+    (``envs.simulator.SimulatorEnv``, a perfect model: the ceiling of what imagined branches can
+    give); only for tasks whose observation is the MuJoCo state, such as
+    SafetyHalfCheetahVelocity-v1. The ensemble is then not fitted and its columns stay empty."""
     ensemble_size: int = 5
     """Members of the dynamics ensemble."""
     model_hidden: tuple[int, ...] = (200, 200)
@@ -303,6 +310,8 @@ class Config:
             (self.model_horizon >= 1, f"model_horizon must be >= 1, got {self.model_horizon}"),
             (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.dyna_model in DYNA_MODELS,
+             f"dyna_model must be one of {DYNA_MODELS}, got {self.dyna_model!r}"),
             (self.model_rounds >= 0, f"model_rounds must be >= 0, got {self.model_rounds}"),
             (self.model_fit_patience >= 1,
              f"model_fit_patience must be >= 1, got {self.model_fit_patience}"),

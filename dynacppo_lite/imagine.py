@@ -12,7 +12,10 @@ recursion never crosses from one branch into another. A branch ends
   including that one are kept and bootstrap from V of the predicted next state; later steps of
   the column are dropped from the batch.
 
-The imagined cost is the ModelEnv's pessimistic ``mean + kappa * std`` over members.
+The imagined cost is the ModelEnv's pessimistic ``mean + kappa * std`` over members. With
+``Config.dyna_model = "simulator"`` the branches step in the simulator itself instead
+(:class:`~dynacppo_lite.envs.simulator.SimulatorEnv`, a perfect model, reward and cost the
+env's), and the ensemble is not fitted: the ceiling of what imagined branches can give.
 
 Diagnostics (:meth:`DynaModel.update`, one CSV row per iteration): the model's open-loop errors
 on the iteration's real rollout *before* it is refitted on it (data it has not seen), the real
@@ -36,6 +39,7 @@ from dynacppo_lite.batch import Batch, first_order_change
 from dynacppo_lite.buffer import ReplayBuffer
 from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
+from dynacppo_lite.envs.simulator import SimulatorEnv
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.nets import ActorCritic, sample_action
 
@@ -68,9 +72,10 @@ def kept_steps(ended: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(ended.int(), 0) - ended.int() == 0
 
 
-def imagine_branches(model_env: ModelEnv, agent: ActorCritic, start_obs: torch.Tensor,
-                     horizon: int, normalize: Any, *, gamma: float, lam: float, cost_gamma: float,
-                     cost_lam: float, low: np.ndarray, high: np.ndarray,
+def imagine_branches(model_env: ModelEnv | SimulatorEnv, agent: ActorCritic,
+                     start_obs: torch.Tensor, horizon: int, normalize: Any, *, gamma: float,
+                     lam: float, cost_gamma: float, cost_lam: float, low: np.ndarray,
+                     high: np.ndarray,
                      first_act: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> Branches:
     """Roll ``horizon`` imagined steps from ``start_obs`` (B, obs_dim, raw units) and run dual
@@ -175,6 +180,11 @@ class DynaModel:
     actions and model samples; ``rng``: buffer and probe draws), so the real rollout, the
     E-step and the updates draw exactly what they draw for cppo: with ``imagined_frac = 0``
     dyna-cppo gives cppo's numbers and still fits and measures the model (the control run).
+
+    With ``cfg.dyna_model = "simulator"`` the branches and probes step in ``simulator`` (a
+    :class:`SimulatorEnv` of the run's task) and the ensemble is never fitted: its CSV columns
+    (``loss_dyn_*``, ``dyn_fit_epochs``, ``dyn_err_*``) stay empty, and its (unfitted) weights
+    still go into checkpoints.
     """
 
     def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device) -> None:
@@ -187,6 +197,8 @@ class DynaModel:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.model_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
         self.rng = np.random.default_rng(cfg.seed + 3)
+        self.simulator = (SimulatorEnv(cfg.env_id, cfg.seed + 4, fast=cfg.fast_env, device=device)
+                          if cfg.dyna_model == "simulator" else None)
 
     def add_real(self, ro: Rollout) -> None:
         """Store the rollout's real transitions (raw units) in the FIFO buffer."""
@@ -226,13 +238,15 @@ class DynaModel:
     def update(self, ro: Rollout, adv: DualGAE, agent: ActorCritic, envs: Any,
                imagine: bool) -> tuple[Batch | None, dict[str, float], float, float]:
         """One iteration's model work: errors on the fresh rollout ``ro``, which then joins the
-        buffer; a refit; and, if ``imagine``, the imagined batch and the advantage probes.
+        buffer; a refit (none with the simulator as the model); and, if ``imagine``, the
+        imagined batch and the advantage probes.
 
         Returns (imagined batch or None, CSV fields, t_model: errors and fit, t_imagine)."""
         t0 = time.perf_counter()
         row = self.fresh_errors(ro)
         self.add_real(ro)
-        row.update(self.fit(ro.rew.numel()))
+        if self.simulator is None:
+            row.update(self.fit(ro.rew.numel()))
         t1 = time.perf_counter()
         batch = None
         if imagine:
@@ -240,9 +254,12 @@ class DynaModel:
             row.update(imagined_row)
         return batch, row, t1 - t0, time.perf_counter() - t1
 
-    def model_env(self, deterministic: bool = False) -> ModelEnv:
-        """The ensemble as an env for imagined branches, with the config's pessimism and
-        disagreement cut, drawing from the model's own generator."""
+    def model_env(self, deterministic: bool = False) -> ModelEnv | SimulatorEnv:
+        """What imagined branches step in: the simulator where it is the model (deterministic
+        already), else the ensemble as an env with the config's pessimism and disagreement cut,
+        drawing from the model's own generator."""
+        if self.simulator is not None:
+            return self.simulator
         cfg = self.cfg
         return ModelEnv(self.ensemble, kappa=cfg.kappa, deterministic=deterministic,
                         disagreement_threshold=cfg.disagreement_threshold,
@@ -251,9 +268,8 @@ class DynaModel:
     def branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
                  first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
         """Imagined branches from raw start states (B, obs_dim), seen through the envs'
-        current observation normaliser; ``model_env`` (default: a :class:`ModelEnv` of the
-        ensemble) is anything with its ``reset``/``step``, e.g. the simulator itself
-        (``bench model``)."""
+        current observation normaliser; ``model_env`` (default: :meth:`model_env`) is anything
+        with ``ModelEnv``'s ``reset``/``step``, e.g. the simulator itself (``bench model``)."""
         cfg = self.cfg
         normalize = observation_normalizer(envs, self.device)
         if model_env is None:

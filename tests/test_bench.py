@@ -144,29 +144,6 @@ def test_the_mstep_study_solves_the_estep_at_the_papers_kl_whatever_the_default(
     assert len(batches) == 1 and len(batches[0].logp) == 200
 
 
-def test_simulator_env_steps_like_the_env_from_a_state_set_from_the_observation():
-    """bench model's perfect model: branching from an observation reproduces the real step."""
-    from dynacppo_lite.bench.model import SimulatorEnv
-    from dynacppo_lite.envs.make import single_env_factory
-
-    env = single_env_factory("SafetyHalfCheetahVelocity-v1")()
-    obs, _ = env.reset(seed=1)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        obs, *_ = env.step(rng.uniform(-1, 1, 6))
-    act = rng.uniform(-1, 1, (1, 6))
-    real_next, real_r, real_c, *_ = env.step(act[0])
-    sim = SimulatorEnv("SafetyHalfCheetahVelocity-v1")
-    sim.reset(obs[None])
-    nxt, r, c, term, trunc, _ = sim.step(act)
-    assert np.allclose(nxt[0].numpy(), real_next, atol=1e-5)
-    assert float(r[0]) == pytest.approx(real_r, abs=1e-5) and float(c[0]) == real_c
-    assert not bool(trunc[0])
-    sim.close()
-    with pytest.raises(ValueError, match="observation is the MuJoCo state"):
-        SimulatorEnv("SafetyPointGoal1-v0")
-
-
 def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     cli_main(["train", "--algo", "dyna-cppo", "--env", "SafetyHalfCheetahVelocity-v1",
               "--total-steps", "3000", "--steps-per-iter", "1000", "--log-dir", str(tmp_path),

@@ -276,3 +276,65 @@ def test_imagined_samples_reach_the_estep_only_with_imagined_policy(tmp_path, im
     assert all((n > 1_000) == imagined_policy for n in sizes[1:])  # ... the E-step saw them or not
     with pytest.raises(ValueError, match="unused"):
         Config(imagined_policy=False, imagined_critics=False).validate()
+
+
+def test_a_simulator_branch_step_is_the_envs_own_step():
+    """dyna_model="simulator": one imagined step from real states (one of them over the speed
+    limit) gives the env's own reward, cost and next observation, and the policy sees the next
+    observation through the envs' normaliser, as it sees ModelEnv's."""
+    from dynacppo_lite.envs import make_env
+    from dynacppo_lite.envs.make import single_env_factory
+    from dynacppo_lite.imagine import DynaModel, observation_normalizer
+
+    env_id = "SafetyHalfCheetahVelocity-v1"
+    env = single_env_factory(env_id)()
+    env.reset(seed=1)
+    sim, rng = env.unwrapped, np.random.default_rng(0)
+    starts, acts, nexts, rews, costs = [], [], [], [], []
+    for i in range(6):
+        if i == 5:  # running forward at twice the speed limit
+            sim.set_state(sim.data.qpos, np.r_[6.5, sim.data.qvel[1:]])
+        # The branch starts where the rollout's float32 copy says the env is; so does the env.
+        obs = np.concatenate([sim.data.qpos[1:], sim.data.qvel]).astype(np.float32)
+        sim.set_state(np.r_[sim.data.qpos[0], obs[:8]], obs[8:])
+        act = rng.uniform(-1, 1, 6)
+        nxt, r, c, *_ = env.step(act)
+        for store, x in zip((starts, acts, nexts, rews, costs), (obs, act, nxt, r, c), strict=True):
+            store.append(x)
+    assert set(costs) == {0.0, 1.0}  # the check covers both costs
+
+    cfg = Config(algo="dyna-cppo", env_id=env_id, dyna_model="simulator", model_horizon=2)
+    envs = make_env(env_id, 1, seed=0)
+    envs.reset(seed=0)
+    for _ in range(20):  # a normaliser that is not the identity
+        envs.step(rng.uniform(-1, 1, (1, 6)))
+    dyna = DynaModel(cfg, 17, 6, torch.device("cpu"))
+    br = dyna.branches(ActorCritic(17, 6), envs, torch.tensor(np.array(starts)),
+                       first_act=torch.tensor(np.array(acts), dtype=torch.float32))
+    normalize = observation_normalizer(envs)
+    np.testing.assert_allclose(br.rew[0].numpy(), rews, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(br.cost[0].numpy(), costs)
+    torch.testing.assert_close(br.obs[1], normalize(torch.tensor(np.array(nexts),
+                                                                 dtype=torch.float32)),
+                               rtol=1e-4, atol=1e-4)
+    assert bool(br.valid.all())  # the simulator cuts no branch before its horizon
+    envs.close()
+
+    with pytest.raises(ValueError, match="observation is the MuJoCo state"):
+        DynaModel(dataclasses.replace(cfg, env_id="SafetyPointGoal1-v0"), 60, 2,
+                  torch.device("cpu"))
+    with pytest.raises(ValueError, match="dyna_model must be one of"):
+        dataclasses.replace(cfg, dyna_model="oracle").validate()
+
+
+def test_dyna_cppo_with_the_simulator_leaves_the_ensembles_columns_empty(tmp_path):
+    """The perfect-model run: imagined samples and probes from the simulator, no model fit."""
+    cfg = Config(algo="dyna-cppo", env_id="SafetyHalfCheetahVelocity-v1", dyna_model="simulator",
+                 total_steps=2_000, num_envs=1, steps_per_iter=1_000, model_start_iter=1,
+                 log_dir=str(tmp_path))
+    rows = read_csv(train(cfg))
+    assert set(rows[0]) == set(CSV_COLUMNS)
+    for col in ("loss_dyn_train", "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1"):
+        assert all(r[col] == "" for r in rows)
+    assert float(rows[1]["imagined_frac"]) == pytest.approx(1 / 3, abs=0.01)
+    assert -1 <= float(rows[1]["imag_adv_r_corr"]) <= 1

@@ -4,9 +4,9 @@ A dyna-cppo run's checkpoint (``--run``: its policy, critics, observation normal
 and buffer) collects one fresh real batch. From ``--probes`` of its real (s_t, a_t) the same
 branches are rolled twice over (``DynaModel.branches``: the real first action, then the policy
 for ``model_horizon`` steps, GAE bootstrapped from V at the end): in the learned ensemble, and
-in the simulator itself, reset to s_t (:class:`SimulatorEnv`: a perfect model). Each is drawn
-``--draws`` times. Reported, the correlation and std ratio (``imagine.advantage_agreement``) of
-the first step's reward advantage:
+in the simulator itself, reset to s_t (``envs.simulator.SimulatorEnv``: a perfect model). Each
+is drawn ``--draws`` times. Reported, the correlation and std ratio
+(``imagine.advantage_agreement``) of the first step's reward advantage:
 
 - ``sim`` vs ``real``: what a perfect model's branch advantages share with the real GAE
   advantages (the ceiling of the trainer's ``imag_adv_r_corr`` probe);
@@ -35,51 +35,9 @@ import numpy as np
 import torch
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
-from dynacppo_lite.envs.make import single_env_factory
+from dynacppo_lite.envs.simulator import SimulatorEnv
 from dynacppo_lite.imagine import advantage_agreement, observation_normalizer
 from dynacppo_lite.nets import sample_action
-
-
-class SimulatorEnv:
-    """The simulator behind ``ModelEnv``'s interface: B branches stepped one after another in
-    one MuJoCo env, each set to its branch's state (``qpos = (0, obs[:nq - 1])``, ``qvel =
-    obs[nq - 1:]``) before its step. Cost is the env's; it never truncates a branch."""
-
-    def __init__(self, env_id: str, seed: int = 0) -> None:
-        self.env = single_env_factory(env_id)()
-        obs, _ = self.env.reset(seed=seed)
-        self.sim = self.env.unwrapped
-        data = getattr(self.sim, "data", None)
-        state = None if data is None else np.concatenate([data.qpos[1:], data.qvel])
-        if state is None or state.shape != obs.shape or not np.allclose(state, obs):
-            self.env.close()
-            raise ValueError(f"bench model needs a task whose observation is the MuJoCo state "
-                             f"(qpos[1:], qvel), like SafetyHalfCheetahVelocity-v1; {env_id} "
-                             f"is not one")
-        self.nq = data.qpos.shape[0]
-        self._obs: np.ndarray | None = None
-
-    def reset(self, start_obs: Any) -> tuple[torch.Tensor, dict]:
-        self._obs = np.asarray(torch.as_tensor(start_obs).cpu(), dtype=np.float64).copy()
-        return torch.as_tensor(self._obs, dtype=torch.float32), {}
-
-    def step(self, actions: Any) -> tuple[torch.Tensor, ...]:
-        acts = np.asarray(torch.as_tensor(actions).cpu(), dtype=np.float64)
-        out = []
-        for obs, act in zip(self._obs, acts, strict=True):
-            self.env.reset()  # clears the time limit; the state is set just below
-            self.sim.set_state(np.concatenate([[0.0], obs[:self.nq - 1]]), obs[self.nq - 1:])
-            nxt, r, c, term, _, _ = self.env.step(act)
-            out.append((nxt, r, c, term))
-        nxt, r, c, term = (np.array(x) for x in zip(*out, strict=True))
-        self._obs = nxt
-        f32 = torch.float32
-        return (torch.as_tensor(nxt, dtype=f32), torch.as_tensor(r, dtype=f32),
-                torch.as_tensor(c, dtype=f32), torch.as_tensor(term, dtype=torch.bool),
-                torch.zeros(len(r), dtype=torch.bool), {})
-
-    def close(self) -> None:
-        self.env.close()
 
 
 def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic: bool = False,
@@ -97,6 +55,9 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic:
     cfg, dyna = trainer.cfg, trainer.dyna
     if dyna is None:
         raise ValueError(f"{run_dir} is a {cfg.algo} run: bench model needs a dyna-cppo run")
+    if cfg.dyna_model != "ensemble":
+        raise ValueError(f"{run_dir} branched in the {cfg.dyna_model}: bench model needs a run "
+                         "with a learned ensemble")
     if horizon is not None:
         cfg.model_horizon = horizon
     if refit_epochs:
