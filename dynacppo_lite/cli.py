@@ -12,7 +12,8 @@ from typing import Any
 
 from dynacppo_lite.config import ALGOS, DEVICES, RENAMED_FIELDS, TRAIN_PRESETS, Config
 
-BENCH_SUITES = ("env", "throughput", "estep", "mstep", "learning", "model", "recovery", "app")
+BENCH_SUITES = ("env", "throughput", "estep", "mstep", "learning", "model", "recovery", "app",
+                "same_numbers")
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:

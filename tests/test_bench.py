@@ -194,3 +194,17 @@ def test_bench_recovery_cuts_a_fast_toy_policys_cost_on_fresh_episodes(tmp_path)
     assert (tmp_path / "rec.png").is_file()
     with pytest.raises(SystemExit):
         cli_main(["bench", "recovery", "--run", str(tmp_path / "nothing")])
+
+
+def test_bench_same_numbers_finds_identical_runs_and_a_difference(tmp_path, capsys):
+    """Two trainings of the same code on one machine compare identical; an edited row is named."""
+    for out in ("a", "b"):
+        assert cli_main(["bench", "same_numbers", str(tmp_path / out), "--only", "toy_cppo_margin"]) == 0
+    assert cli_main(["bench", "same_numbers", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "identical" in capsys.readouterr().out
+    rows_path = tmp_path / "b" / "toy_cppo_margin.rows.jsonl"  # the exact rows it compares
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines()]
+    rows[1]["ep_cost"] = 123.5
+    rows_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert cli_main(["bench", "same_numbers", "--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "ep_cost" in capsys.readouterr().out

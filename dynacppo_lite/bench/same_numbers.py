@@ -1,10 +1,13 @@
 """Check that a change to the training loop changes no number: train short fixed-seed runs, then
 compare two such sets bit for bit.
 
-    python scripts/same_numbers.py OUT                 # train every run into OUT/<name>/
-    python scripts/same_numbers.py OUT --only toy      # the toy task's runs only (seconds)
-    python scripts/same_numbers.py OUT --cut-from REF  # resume REF's cut runs (old checkpoints)
-    python scripts/same_numbers.py --compare A B       # per run: identical, or the columns that differ
+    python -m dynacppo_lite bench same_numbers OUT                 # every run into OUT/<name>/
+    python -m dynacppo_lite bench same_numbers OUT --only toy      # the toy task's runs (seconds)
+    python -m dynacppo_lite bench same_numbers OUT --cut-from REF  # resume REF's cut runs
+    python -m dynacppo_lite bench same_numbers --compare A B       # per run: identical, or what differs
+
+Run it from the root of each checkout to compare: ``python -m`` imports the package of the
+current directory first.
 
 Each run writes its ``progress.csv`` and ``rows.jsonl``: every CSV row as the trainer returned it,
 floats written with ``repr`` (exact, where the CSV rounds to 6 digits). ``--compare`` reports,
@@ -31,7 +34,6 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dynacppo_lite.config import TOY_CONTROL, Config  # noqa: E402
-from dynacppo_lite.envs import TOY_ENV_ID  # noqa: E402
-from dynacppo_lite.train import Trainer, train  # noqa: E402
+from dynacppo_lite.config import TOY_CONTROL, Config
+from dynacppo_lite.envs import TOY_ENV_ID
+from dynacppo_lite.train import Trainer, train
 
 TIMING = ("time_s", "sps")
 #: progress.csv / row columns renamed since earlier checkouts: old name -> name today.
@@ -220,7 +219,8 @@ def compare(a: Path, b: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m dynacppo_lite bench same_numbers",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", help="directory to train the runs into")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two such directories")
     ap.add_argument("--only", default="", help="train only the runs whose name contains this")
@@ -242,7 +242,3 @@ def main(argv: list[str] | None = None) -> int:
         seconds = run_one(name, fields, out, Path(args.cut_from) if args.cut_from else None)
         print(f"{name:36s} {seconds:6.1f} s", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
