@@ -39,7 +39,7 @@ FULL_PAGE = """<!DOCTYPE html>
 <title>The app is full</title></head>
 <body style="font-family: sans-serif; max-width: 36em; margin: 4em auto; line-height: 1.5">
 <h1>The app is full</h1>
-<p>{visitors} visitors are using the explorers, as many as this server holds. Try again in a
+<p>{visitors} using the explorers, as many as this server holds. Try again in a
 minute: this page reloads itself every 60 seconds.</p>
 </body></html>
 """
@@ -112,7 +112,8 @@ def make_voila_class() -> type:
                 self.set_header("Content-Type", "text/html; charset=utf-8")
                 self.set_header("Cache-Control", "no-store")
                 app.log.warning("app full: %d visitors, one more refused", visitors)
-                self.finish(FULL_PAGE.format(visitors=visitors))
+                self.finish(FULL_PAGE.format(
+                    visitors="1 visitor is" if visitors == 1 else f"{visitors} visitors are"))
                 return
             # Admitted: counted from now on (tornado runs one handler at a time up to an await,
             # so a class arriving at once is counted one by one), though its kernel starts later.
