@@ -23,7 +23,7 @@ import torch
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import default_cost_limit, make_env
 from dynacppo_lite.nets import ActorCritic, sample_action
-from dynacppo_lite.runlog import load_checkpoint
+from dynacppo_lite.runlog import load_checkpoint, saved_obs_norm
 
 
 @dataclass
@@ -87,7 +87,7 @@ def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
     cfg = Config.from_dict(ckpt["config"])
     envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
                     max_episode_steps=cfg.max_episode_steps)
-    envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    envs.load_state_dict(saved_obs_norm(ckpt))
     envs.frozen = freeze_obs_norm
     agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
                         cfg.hidden, cfg.init_log_std)

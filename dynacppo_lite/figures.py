@@ -390,6 +390,7 @@ def render_policy_gif(out: str | Path, policy_file: str | Path | None = None, *,
 
     from dynacppo_lite import make_env
     from dynacppo_lite.nets import GaussianPolicy
+    from dynacppo_lite.runlog import saved_obs_norm
 
     env = make_env(env_id, 1, seed, render_mode="rgb_array")
     obs_dim, act_dim = env.single_observation_space.shape[0], env.single_action_space.shape[0]
@@ -399,7 +400,7 @@ def render_policy_gif(out: str | Path, policy_file: str | Path | None = None, *,
         hidden = tuple(state["config"]["hidden"])
         policy = GaussianPolicy(obs_dim, act_dim, hidden)
         policy.load_state_dict(state["policy"])
-        env.load_state_dict({k: v.numpy() for k, v in state["obs_norm"].items()})
+        env.load_state_dict(saved_obs_norm(state))
     env.frozen = True
     builder = env.unwrapped.envs[0].unwrapped  # the Safety-Gymnasium Builder: pick the camera
     if hasattr(builder, "render_parameters"):

@@ -151,6 +151,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def saved_obs_norm(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The observation normaliser's statistics from a checkpoint or final policy file, as the
+    vector env's ``load_state_dict`` takes them (tensors saved, numpy arrays loaded)."""
+    return {k: v.numpy() for k, v in state["obs_norm"].items()}
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; any failure becomes a one-line :class:`CheckpointError`."""
     path = Path(path)
@@ -334,7 +340,7 @@ def restore_trainer(trainer: Any, ckpt: Mapping[str, Any]) -> int:
         # top-level keys (lagrange, mode, reach, controller): legacy_state reads those.
         t.cost_control.load_state_dict(ckpt["cost_control"] if "cost_control" in ckpt
                                        else t.cost_control.legacy_state(ckpt))
-        t.envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+        t.envs.load_state_dict(saved_obs_norm(ckpt))
         t.last_ep = tuple(ckpt["last_ep"])
         t.cost.load_state_dict(ckpt["cost_estimate"])
         set_rng_state(ckpt["rng"])

@@ -38,7 +38,7 @@ from dynacppo_lite.cli import parse_overrides
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import make_env
 from dynacppo_lite.evaluation import run_episodes
-from dynacppo_lite.runlog import load_checkpoint
+from dynacppo_lite.runlog import load_checkpoint, saved_obs_norm
 from dynacppo_lite.train import Trainer
 
 REFERENCE_POLICY = Path(__file__).parent / "reference" / "cppo_free_SafetyPointGoal1-v0_3e5"
@@ -90,7 +90,7 @@ def recovery_trainer(run_dir: Path, overrides: dict[str, Any], log_dir: Path, la
     trainer.agent.load_state_dict(ckpt["agent"])
     trainer.pi_opt.load_state_dict(ckpt["pi_opt"])
     trainer.vf_opt.load_state_dict(ckpt["vf_opt"])
-    trainer.envs.load_state_dict({k: v.numpy() for k, v in ckpt["obs_norm"].items()})
+    trainer.envs.load_state_dict(saved_obs_norm(ckpt))
     return trainer
 
 
