@@ -160,6 +160,9 @@ class Config:
     otherwise; 0: no predicted cost increase from the first iteration)."""
     pid_integral_min: float = -0.5
     """``pid``: lower bound of the integral state (anti-windup; u itself still reaches -1)."""
+    pid_error_min: float = -2.0
+    """``pid``: lower clip of the relative error e = (d - J_c) / d that both terms see: a cost
+    of (1 - pid_error_min) times the limit or more counts as that much and no more."""
     switch_ratio: float = 0.8
     """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
     realised_radius: bool = True
@@ -296,6 +299,7 @@ class Config:
             (self.cost_window >= 1, f"cost_window must be >= 1, got {self.cost_window}"),
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
+            (self.pid_error_min < 0, f"pid_error_min must be < 0, got {self.pid_error_min}"),
             (min(self.pid_lag_kp, self.pid_lag_ki, self.pid_lag_kd) >= 0,
              "pid_lag_kp, pid_lag_ki and pid_lag_kd must be >= 0"),
             (self.pid_lag_d_delay >= 1, f"pid_lag_d_delay must be >= 1, got {self.pid_lag_d_delay}"),

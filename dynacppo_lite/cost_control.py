@@ -75,10 +75,12 @@ class MarginController:
     """Lower bound of the integral state (anti-windup)."""
     integral: float = 1.0
     """The integral state I; 1 = unconstrained, where a run starts."""
+    error_min: float = -2.0
+    """Lower clip of the relative error e (how many limits over the limit still count)."""
 
     def update(self, cost_estimate: float, cost_limit: float, fresh: bool) -> float:
         """Feed the windowed episode cost J_c; returns u for this iteration's E-step."""
-        error = float(np.clip((cost_limit - cost_estimate) / max(cost_limit, 1.0), -2.0, 1.0))
+        error = float(np.clip((cost_limit - cost_estimate) / max(cost_limit, 1.0), self.error_min, 1.0))
         if fresh:  # an iteration without finished episodes adds no evidence to integrate
             self.integral = float(np.clip(self.integral + self.ki * error, self.integral_min, 1.0))
         return float(np.clip(self.integral + self.kp * error, -1.0, 1.0))
@@ -348,7 +350,8 @@ def make_cost_control(cfg: Config, cost_limit: float) -> CostControl:
     share = RealisedShare(cfg.rho_init, cfg.rho_smoothing, cfg.rho_min)
     if name == "pid":
         return PIMarginControl(MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
-                                                cfg.pid_integral_init), cost_limit, share)
+                                                cfg.pid_integral_init, cfg.pid_error_min),
+                                cost_limit, share)
     if name == "margin":
         return PaperMarginControl(share, cfg.realised_radius)
     if name == "bang-bang":
