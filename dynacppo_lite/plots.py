@@ -116,6 +116,44 @@ def save_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, smooth
     return out
 
 
+def plot_return_cost_plane(points: Mapping[str, Sequence[tuple[float, float]]], cost_limit: float,
+                           ax: plt.Axes | None = None,
+                           anchors: Mapping[str, tuple[float, float]] | None = None) -> plt.Axes:
+    """Algorithms on the return/cost plane: x = episode cost, y = episode return.
+
+    ``points`` maps a label to its seeds' final ``(cost, return)`` (``bench learning`` gives
+    each seed's ``runlog.final_score``). Per label, in colour C<i>: every seed as a small dot,
+    and the mean over seeds as a large marker with error bars of one standard deviation over
+    seeds (ddof 0, as the bench's table) in both directions; a seed with a non-finite score is
+    left out. The cost limit is a dashed vertical line: a constrained method's mean belongs on
+    its left. ``anchors`` (label -> (cost, return)), e.g. published numbers, are grey crosses
+    with their label beside them.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.8))
+    for i, (label, seeds) in enumerate(points.items()):
+        xy = np.asarray(seeds, dtype=float).reshape(-1, 2)
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if not len(xy):
+            continue
+        ax.scatter(xy[:, 0], xy[:, 1], s=14, color=f"C{i}", alpha=0.6)
+        (cost, ret), (cost_sd, ret_sd) = xy.mean(axis=0), xy.std(axis=0)
+        ax.errorbar(cost, ret, xerr=cost_sd, yerr=ret_sd, fmt="o", ms=9, capsize=3, color=f"C{i}",
+                    label=f"{label} ({len(xy)} seed{'s' if len(xy) > 1 else ''})")
+    for cost, ret in (anchors or {}).values():
+        ax.scatter([cost], [ret], marker="x", s=50, color="0.45", zorder=3)
+    middle = np.mean(ax.get_xlim())
+    for label, (cost, ret) in (anchors or {}).items():  # the text toward the middle: inside the axes
+        right = cost > middle
+        ax.annotate(label, (cost, ret), xytext=(-5 if right else 5, 4), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=7, color="0.3")
+    ax.axvline(cost_limit, color="k", ls="--", lw=1, label=f"cost limit {cost_limit:g}")
+    ax.set(xlabel="episode cost", ylabel="episode return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
 # =============================================================================================
 # Added for the notebooks, the widgets and ``make figures`` (issue #5). Every picture below
 # draws what a library call computed (``estep.solve_estep``, ``gae.dual_gae``,

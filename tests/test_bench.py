@@ -36,7 +36,19 @@ def test_bench_throughput_tiny(tmp_path):
     assert rows[1]["t_model"] > 0
 
 
-def test_bench_learning_tiny(tmp_path):
+def test_bench_learning_tiny(tmp_path, monkeypatch):
+    from dynacppo_lite import plots
+    from dynacppo_lite.bench.learning import summarise
+
+    drawn = []  # what the plane was given, and the axes it drew on
+
+    def spy(points, cost_limit, ax=None, anchors=None):
+        ax = draw(points, cost_limit, ax, anchors)
+        drawn.append((points, cost_limit, ax))
+        return ax
+
+    draw = plots.plot_return_cost_plane
+    monkeypatch.setattr(plots, "plot_return_cost_plane", spy)
     assert cli_main(["bench", "learning", "--tasks", TOY_ENV_ID, "--algos", "cppo", "ppo-lag",
                      "--seeds", "0", "1", "--steps", "2000", "--steps-per-iter", "1000",
                      "--target-return", "-100", "--log-dir", str(tmp_path / "runs"),
@@ -66,6 +78,19 @@ def test_bench_learning_tiny(tmp_path):
         final = [t[t["step"] >= 0.9 * t["step"].max()]["ep_return"].mean() for t in tail]
         assert np.isclose(r["return_mean"], np.mean(final))
     assert (tmp_path / "fig" / f"learning_{TOY_ENV_ID}.png").is_file()
+    # The return/cost plane: each seed's (cost, return) as the table scores it, the mean marker
+    # at the table's means, the limit line at the task's limit; written beside the curves.
+    (points, limit, ax), = drawn
+    assert limit == TOY_COST_LIMIT and list(points) == ["cppo", "ppo-lag"]
+    for container, r in zip(ax.containers, rows, strict=True):
+        scores = [summarise(pd.read_csv(f"{runs[key(r['algo'], s)]}/progress.csv"), TOY_COST_LIMIT,
+                            None) for s in (0, 1)]
+        assert points[r["algo"]] == [(sc["cost"], sc["return"]) for sc in scores]
+        np.testing.assert_allclose(container[0].get_xydata(), [[r["cost_mean"], r["return_mean"]]])
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [
+        TOY_COST_LIMIT]
+    assert rows[0]["plane"] == str(tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png")
+    assert (tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png").is_file()
 
 
 def test_bench_learning_scores_the_reference_curve_over_the_same_budget(tmp_path, monkeypatch):

@@ -1,11 +1,18 @@
-"""The model-error pictures of notebook 01 draw the numbers they are given."""
+"""The pictures draw the numbers they are given: the model errors of notebook 01, the
+return/cost plane of ``bench learning``."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 
 from dynacppo_lite.dynamics import OpenLoopErrors
-from dynacppo_lite.plots import OPEN_LOOP_PANELS, plot_branch_disagreement, plot_open_loop_errors
+from dynacppo_lite.plots import (
+    OPEN_LOOP_PANELS,
+    plot_branch_disagreement,
+    plot_open_loop_errors,
+    plot_return_cost_plane,
+)
 
 
 def errors(scale: float, k: int = 5) -> OpenLoopErrors:
@@ -53,3 +60,30 @@ def test_branch_disagreement_bins_reach_a_threshold_outside_the_data(threshold: 
     lo, hi = ax_hist.patches[0].get_x(), ax_hist.patches[-1].get_x() + ax_hist.patches[-1].get_width()
     assert lo < threshold < hi
     plt.close("all")
+
+
+def test_return_cost_plane_draws_each_seed_their_mean_and_std_and_the_limit() -> None:
+    points = {"cppo": [(20.0, 10.0), (30.0, 14.0), (40.0, 12.0)],
+              "ppo-lag": [(50.0, 5.0), (float("nan"), float("nan")), (70.0, 9.0)]}
+    ax = plot_return_cost_plane(points, cost_limit=25.0, anchors={"PPO-Lag (paper)": (24.1, 4.2)})
+    finite = {"cppo": np.array(points["cppo"]), "ppo-lag": np.array([(50.0, 5.0), (70.0, 9.0)])}
+    seeds_a, seeds_b, anchor = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_array_equal(seeds_a.get_offsets(), finite["cppo"])
+    np.testing.assert_array_equal(seeds_b.get_offsets(), finite["ppo-lag"])  # the NaN seed left out
+    for container, xy in zip(ax.containers, finite.values(), strict=True):
+        marker, _, (xbar, ybar) = container
+        mean, std = xy.mean(axis=0), xy.std(axis=0)
+        np.testing.assert_allclose(marker.get_xydata(), [mean])
+        np.testing.assert_allclose(xbar.get_segments()[0], [[mean[0] - std[0], mean[1]],
+                                                            [mean[0] + std[0], mean[1]]])
+        np.testing.assert_allclose(ybar.get_segments()[0], [[mean[0], mean[1] - std[1]],
+                                                            [mean[0], mean[1] + std[1]]])
+    np.testing.assert_array_equal(anchor.get_offsets(), [(24.1, 4.2)])
+    assert [t.get_text() for t in ax.texts] == ["PPO-Lag (paper)"]
+    (limit,) = [line for line in ax.get_lines() if line.get_label() == "cost limit 25"]
+    assert list(limit.get_xdata()) == [25.0, 25.0] and limit.get_linestyle() == "--"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("episode cost", "episode return")
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
+        "cost limit 25", "cppo (3 seeds)", "ppo-lag (2 seeds)"]
+    plt.close("all")
+

@@ -60,6 +60,17 @@ def write_results(out: Path, name: str, title: str, table: str, data: Any, comma
     return out / f"{name}.md"
 
 
+def save_figure(fig: Any, out: Path, dpi: int = 100) -> Path:
+    """Lay out ``fig`` (a matplotlib figure), write it to ``out`` (folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process plus its finished children, MiB (Linux)."""
     import resource

@@ -7,7 +7,9 @@ an interrupted one resumes, so a suite can be stopped and continued.
 Reported per task and algorithm: final return and cost (mean over the last 10% of steps, then
 mean and spread over seeds), and the steps needed to first reach ``--target-return`` with the
 (smoothed) episode cost under the limit. Curves (mean and min-max band over seeds) go to
-``figures/benchmarks/learning_<task>.png``.
+``figures/benchmarks/learning_<task>.png``, and the return/cost plane (each seed's final cost
+and return, the same numbers as the table, and their mean +- std over seeds, the cost limit
+dashed) to ``figures/benchmarks/plane_<task>.png`` (both in ``--figures``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynacppo_lite.bench.common import command_line, markdown_table, write_results
+from dynacppo_lite.bench.common import command_line, markdown_table, save_figure, write_results
 from dynacppo_lite.envs.presets import default_cost_limit
 from dynacppo_lite.runlog import final_score, read_progress, run_status
 
@@ -148,17 +150,30 @@ def plot_task(task: str, runs: dict[str, list[Path]], cost_limit: float, out: Pa
     if dyna:
         plot_dyna_diagnostics(runs, axes=[fig.add_subplot(grid[2, 3 * col:3 * col + 3])
                                           for col in range(4)])
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
+
+
+def plot_plane(task: str, scored: dict[str, list[dict[str, float]]], cost_limit: float, out: Path,
+               anchors: dict[str, dict[str, float]] | None = None, steps: int | None = None) -> Path:
+    """``plots.plot_return_cost_plane`` of the table's numbers: ``scored[label]`` holds each
+    seed's :func:`summarise` (its final ``cost`` and ``return``), ``anchors[label]`` one
+    summary drawn as a grey cross (the reference curve, scored over the same budget)."""
+    from dynacppo_lite.plots import plot_return_cost_plane
+
+    ax = plot_return_cost_plane(
+        {label: [(s["cost"], s["return"]) for s in per_seed] for label, per_seed in scored.items()},
+        cost_limit,
+        anchors={label: (s["cost"], s["return"]) for label, s in (anchors or {}).items()})
+    budget = f", {steps:,} steps" if steps else ""
+    ax.set_title(f"{task}: final return and cost (last 10% of steps{budget})", fontsize=9)
+    return save_figure(ax.figure, out)
 
 
 def report(args: argparse.Namespace, variants: list[Variant],
            done: dict[tuple[str, str, int], Path], command: str, started: float) -> list[dict]:
     """The suite's table (markdown and JSON in ``args.out``, with the run directories in
-    ``runs.json``) and one figure per task from the finished runs
+    ``runs.json``) and two figures per task (:func:`plot_task`'s curves, :func:`plot_plane`'s
+    return/cost plane of the same final scores as the table) from the finished runs
     ``done[(task, label, seed)] = run_dir``; ``args`` carries the grid and output options of
     :func:`main` (tasks, seeds, steps, marks, target_return, figures, out). Also what ``sweep`` ends with."""
     rows = []
@@ -175,13 +190,17 @@ def report(args: argparse.Namespace, variants: list[Variant],
         scored = {label: [summarise(read_progress(d), limit, target, args.marks)
                           for d in ds] for label, ds in runs.items()}
         ref = reference_curve(task)
+        anchors = {}
         if ref is not None:
             # Scored over the same budget as the runs, not over the whole reference curve.
             within = ref[1][ref[1]["step"] <= args.steps]
-            scored[f"{ref[0]} (reference)"] = [summarise(within, limit, None, args.marks)]
+            anchors[f"{ref[0]} (reference)"] = summarise(within, limit, None, args.marks)
+        plane = plot_plane(task, scored, limit, args.figures / f"plane_{task}.png", anchors,
+                           args.steps)
+        scored |= {label: [s] for label, s in anchors.items()}
         for label, per_seed in scored.items():
             row = {"task": task, "algo": label, "steps": args.steps, "seeds": len(per_seed),
-                   "cost_limit": limit, "figure": str(fig)}
+                   "cost_limit": limit, "figure": str(fig), "plane": str(plane)}
             for key in per_seed[0]:
                 vals = np.array([s[key] for s in per_seed])
                 row[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
