@@ -677,3 +677,39 @@ def plot_mstep_study(traces: Mapping[str, Sequence[Sequence[Mapping[str, float]]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return axes
+
+
+def plot_recovery(rows: Sequence[Mapping[str, Any]], title: str = "pure cost descent",
+                  axes: Sequence[plt.Axes] | None = None) -> Sequence[plt.Axes]:
+    """``bench recovery``'s picture, one colour per candidate row (``bench.recovery.summarise``:
+    its ``trace`` holds, for each iteration k, k = 0 being the starting policy, the cost on fresh
+    episodes as (mean, standard error) and the M-step's in-sample first-order cut per episode).
+
+    Left: the fresh cost per iteration with a band of one standard error, and a 30% cut of the
+    first row's start dotted. Right: each iteration's in-sample cut against the cut measured on
+    fresh episodes (cost at k = 0 minus cost at k), with the line y = x: a point under it is a
+    cut the batch promised and fresh episodes did not show.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax_cost, ax_cut = axes
+    for i, row in enumerate(rows):
+        trace = row["trace"]
+        k = np.array([t["k"] for t in trace])
+        mean = np.array([t["cost"][0] for t in trace])
+        se = np.array([t["cost"][1] for t in trace])
+        ax_cost.plot(k, mean, color=f"C{i}", label=row["candidate"])
+        ax_cost.fill_between(k, mean - se, mean + se, color=f"C{i}", alpha=0.15)
+        ax_cut.scatter([t["insample_cut"] for t in trace[1:]], row["cost_0"] - mean[1:],
+                       color=f"C{i}", s=14)
+    ax_cost.axhline(0.7 * rows[0]["cost_0"], color="k", ls=":", lw=1, label="30% cut")
+    ax_cost.set(xlabel="recovery iterations", ylabel="episode cost, fresh episodes", title=title)
+    ax_cost.legend(fontsize=8)
+    lim = max([1.0, *(abs(t["insample_cut"]) for row in rows for t in row["trace"][1:])])
+    ax_cut.plot([0, lim], [0, lim], color="k", ls=":", lw=1, label="fresh = in-sample")
+    ax_cut.axhline(0, color="grey", lw=0.5)
+    ax_cut.set(xlabel="in-sample first-order cut per episode (M-step)",
+               ylabel="cut on fresh episodes (vs k = 0)",
+               title="what the batch promised vs what happened")
+    ax_cut.legend(fontsize=8)
+    return axes

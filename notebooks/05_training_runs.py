@@ -29,13 +29,16 @@
 # 2. read learning curves against the cost limit with `plots.plot_learning_curves`;
 # 3. look under the hood of each run: CPPO's recovery mode, PPO-Lag's multiplier, Dyna-CPPO's
 #    share of imagined samples;
-# 4. render a trained policy to a GIF on a machine without a display.
+# 4. explain, from `bench recovery`'s picture, why on a Goal task the constraint has to act
+#    before the hazard-crossing route is learned rather than repair it afterwards;
+# 5. render a trained policy to a GIF on a machine without a display.
 #
 # **Smoke mode** (CI) trains each algorithm for a few thousand steps on the toy task: the curves
 # are short but every line of the notebook runs. **Full mode** trains on SafetyPointGoal1-v0
 # for 1M steps per run with the settings of `python -m dynacppo_lite bench learning` (one env,
 # 4,000-step iterations): on a 2-core CPU about 7 min for cppo and for ppo-lag and 15 min for
-# dyna-cppo, so well under an hour in all (a GPU adds little for these small networks).
+# dyna-cppo, then about 20 min for section 5.4's recovery experiment, so under an hour in all (a
+# GPU adds little for these small networks).
 # Finished runs are reused and interrupted ones resumed when the notebook is run again, and a
 # `bench learning` run directory with the same runs (seed 0) can be copied in to reuse it.
 #
@@ -87,6 +90,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
 
+from dynacppo_lite.bench.recovery import COLUMNS, REFERENCE_POLICY, recovery_suite
 from dynacppo_lite.exercises import check_run_summary
 from dynacppo_lite.figures import (
     fig_dyna_diagnostics,
@@ -95,7 +99,13 @@ from dynacppo_lite.figures import (
     render_policy_gif,
     training_configs,
 )
-from dynacppo_lite.plots import plot_diagnostics, plot_learning_curves, plot_runs, run_cost_limit
+from dynacppo_lite.plots import (
+    plot_diagnostics,
+    plot_learning_curves,
+    plot_recovery,
+    plot_runs,
+    run_cost_limit,
+)
 from dynacppo_lite.runlog import read_progress
 from dynacppo_lite.train import resolve_device
 from dynacppo_lite.widgets import TrainingMonitor
@@ -166,7 +176,83 @@ if not SMOKE:
     fig.savefig(figure_path("05_learning_curves.png"), dpi=120, bbox_inches="tight")
 
 # %% [markdown]
-# ## 5.4 Under the hood
+# ## 5.4 Why holding a constraint is hard on a small batch
+#
+# When a run's cost is over the limit, CPPO's controller turns the update toward pure cost
+# descent. Can that repair a policy that already reaches its goals by driving through hazards,
+# or is one 4,000-step batch's cost signal too weak? `bench recovery`
+# (`dynacppo_lite/bench/recovery.py`) asks it directly. From a saved policy it runs the
+# trainer's own iteration (`Trainer.iteration`) with the controller held at $u = -1$
+# (`PURE_RECOVERY`: every policy update is pure cost descent along $-A_c$; the critics learn as
+# usual), each iteration on its own batch, and after each one it measures the policy on fresh
+# episodes (sampled actions, the observation normaliser frozen, env seeds apart from
+# training's). A *candidate* is a label and `Config` overrides: a larger batch, another cost GAE
+# $\lambda$.
+#
+# `plots.plot_recovery` draws the result in two panels:
+#
+# * **left**: the mean cost of the fresh episodes after each iteration $k$ ($k = 0$ is the saved
+#   policy, measured once on the same episodes for every candidate), with a band of one standard
+#   error over the episodes; dotted, a 30% cut of the starting cost;
+# * **right**: one point per iteration. $x$ is the cut that iteration's M-step claimed on its
+#   own batch by its first-order estimate, per episode (`-mstep_cost_change` times the episode
+#   length: in-sample); $y$ is the cut measured on fresh episodes since the start (the cost at
+#   $k = 0$ minus the cost at $k$). $y$ adds up every update so far, so claims that came true put
+#   the points on or above the dotted line $y = x$; points under it, or under zero, are promises
+#   the fresh episodes did not keep.
+#
+# **What was measured** (seed 0, docs/results.md, "Pure cost descent from a goal-reaching policy";
+# tables in `figures/benchmarks/recovery/`). The start is the shipped goal-reaching policy
+# `REFERENCE_POLICY`: cppo without the constraint, 3e5 steps on SafetyPointGoal1-v0, fresh cost
+# about 48 at a return of about 24. The commands:
+#
+# ```bash
+# python -m dynacppo_lite bench recovery --iters 10 --episodes 16 \
+#     --candidate 'PPO on cost (ppo-lag, lambda 100)=algo=ppo-lag,lagrangian_init=100,lagrangian_lr=0' \
+#     --candidate 'E-step KL 0.02=estep_kl=0.02' --candidate '4k batch (today)='
+# python -m dynacppo_lite bench recovery --iters 10 --episodes 10 --candidate '4k batch (today)=' \
+#     --candidate '16k batch=steps_per_iter=16000' --candidate 'cost lambda 0.8=cost_lam=0.8'
+# ```
+#
+# * every recovery update claims an in-sample first-order cut of **30-110 per episode** on its
+#   4,000-step batch;
+# * yet on fresh episodes the goal-reaching policy's cost **does not fall within 10
+#   iterations**, whatever the batch or the cost advantage: over the last three iterations it is
+#   60.5 ± 15.9 and 70.8 ± 12.5 with the 4k batch (two runs), 50.2 ± 5.3 with a 16k batch (4x the
+#   samples), 51.1 ± 4.0 with the cost GAE $\lambda$ at 0.8, 58.7 ± 7.8 with the E-step's KL at
+#   0.02 and 50.2 ± 5.3 for PPO on the cost alone: the right panel's points sit far under $y = x$;
+# * the same pure descent from a fresh (random) policy takes the cost from 75 to 0-5 within
+#   44,000 steps (issue 26's measurement).
+#
+# Ten updates of about 0.025 KL each do not turn a policy that drives through hazards on its way
+# to the goal into one that goes around them. So on this task **the constraint has to act before
+# the hazard-crossing route is learned, not repair it afterwards**: the controller's authority
+# (how far toward $u = -1$ it may go) and its start matter more than a better cost direction
+# (docs/results.md, "The controller's authority and start", has those runs).
+#
+# The cell runs the experiment with the library. In **full mode** it is the measured one: from
+# `REFERENCE_POLICY`, three candidates, 10 iterations, 16 fresh episodes after each (about 20 min
+# on a 2-core CPU; the printed lines follow it). In **smoke mode** it starts from this notebook's
+# CPPO run on the toy task (4 iterations, 8 episodes, batches of 1,000 and 4,000 steps: seconds).
+# There the cost is a matter of speed, set by the action in every state, so the same descent
+# usually does cut it within a few iterations: the toy shows the picture, not the finding.
+
+# %%
+if SMOKE:  # this notebook's CPPO run; the smoke runs' learning rate
+    start_run, iters, episodes = runs["cppo"], 4, 8
+    candidates = [("1k batch", {"steps_per_iter": 1_000, "pi_lr": 3e-3}),
+                  ("4k batch", {"steps_per_iter": 4_000, "pi_lr": 3e-3})]
+else:  # the measured experiment
+    start_run, iters, episodes = REFERENCE_POLICY, 10, 16
+    candidates = [("4k batch (default)", {}), ("16k batch", {"steps_per_iter": 16_000}),
+                  ("cost lambda 0.8", {"cost_lam": 0.8})]
+task, recovery_rows = recovery_suite(start_run, candidates, iters, episodes, seed=SEED,
+                                     log_dir=scratch / "recovery")
+display(pd.DataFrame(recovery_rows)[COLUMNS].set_index("candidate").round(3))
+axes = plot_recovery(recovery_rows, f"pure cost descent from {Path(start_run).name} ({task})")
+
+# %% [markdown]
+# ## 5.5 Under the hood
 #
 # Every iteration's row carries the diagnostics of its update. Three tell each algorithm's story:
 #
@@ -245,7 +331,7 @@ if not SMOKE:
     fig.savefig(figure_path("05_dyna_diagnostics.png"), dpi=120, bbox_inches="tight")
 
 # %% [markdown]
-# ## 5.5 The policy, rendered headless
+# ## 5.6 The policy, rendered headless
 #
 # `figures.render_policy_gif` rebuilds the policy and observation normaliser from a run's
 # `policy_final.pt`, steps a `make_env(..., render_mode="rgb_array")` env with the mean action,

@@ -1,5 +1,5 @@
 """The pictures draw the numbers they are given: the model errors of notebook 01, the
-return/cost plane of ``bench learning``."""
+return/cost plane of ``bench learning``, the recovery picture of ``bench recovery``."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +11,7 @@ from dynacppo_lite.plots import (
     OPEN_LOOP_PANELS,
     plot_branch_disagreement,
     plot_open_loop_errors,
+    plot_recovery,
     plot_return_cost_plane,
 )
 
@@ -87,3 +88,27 @@ def test_return_cost_plane_draws_each_seed_their_mean_and_std_and_the_limit() ->
         "cost limit 25", "cppo (3 seeds)", "ppo-lag (2 seeds)"]
     plt.close("all")
 
+
+def test_recovery_plot_draws_fresh_cost_its_band_and_the_cuts_against_y_equals_x() -> None:
+    def row(name: str, costs: list[float], cuts: list[float]) -> dict:
+        trace = [{"k": k, "cost": (c, 2.0), "insample_cut": cut}
+                 for k, (c, cut) in enumerate(zip(costs, [0.0, *cuts], strict=True))]
+        return {"candidate": name, "cost_0": costs[0], "trace": trace}
+
+    rows = [row("4k", [50.0, 55.0, 48.0], [60.0, 80.0]), row("16k", [50.0, 40.0, 45.0], [30.0, 20.0])]
+    ax_cost, ax_cut = plot_recovery(rows, "from a goal-reaching policy")
+    lines = [line for line in ax_cost.get_lines() if line.get_label() in ("4k", "16k")]
+    for line, r in zip(lines, rows, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2])
+        np.testing.assert_array_equal(line.get_ydata(), [t["cost"][0] for t in r["trace"]])
+    band = ax_cost.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(48.0 - 2.0) and band[:, 1].max() == pytest.approx(55.0 + 2.0)
+    (thirty,) = [line for line in ax_cost.get_lines() if line.get_label() == "30% cut"]
+    assert list(thirty.get_ydata()) == [35.0, 35.0]
+    cuts_4k, cuts_16k = ax_cut.collections
+    np.testing.assert_array_equal(cuts_4k.get_offsets(), [(60.0, -5.0), (80.0, 2.0)])
+    np.testing.assert_array_equal(cuts_16k.get_offsets(), [(30.0, 10.0), (20.0, 5.0)])
+    (diagonal,) = [line for line in ax_cut.get_lines() if line.get_label() == "fresh = in-sample"]
+    np.testing.assert_array_equal(diagonal.get_xydata(), [(0.0, 0.0), (80.0, 80.0)])
+    assert ax_cost.get_title() == "from a goal-reaching policy"
+    plt.close("all")

@@ -17,8 +17,8 @@ episodes (sampled actions, the normaliser frozen, envs seeded apart from trainin
 
 A candidate is a label and Config overrides (``--candidate 16k=steps_per_iter=16000``); the
 learning rate and clip are held at their starting values (no annealing over a 10-iteration
-"run"). The figure (fresh cost per iteration, in-sample against fresh cut) goes to
-``figures/benchmarks/recovery_<task>.png``.
+"run"). The figure (``plots.plot_recovery``: fresh cost per iteration, in-sample against fresh
+cut) goes to ``figures/benchmarks/recovery_<task>.png``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,20 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dynacppo_lite.bench.common import command_line, markdown_table, suite_parser, write_results
+from dynacppo_lite.bench.common import (
+    command_line,
+    markdown_table,
+    save_figure,
+    suite_parser,
+    write_results,
+)
 from dynacppo_lite.cli import parse_overrides
 from dynacppo_lite.config import Config
 from dynacppo_lite.envs import make_env
@@ -119,6 +126,21 @@ def run_candidate(run_dir: Path, label: str, overrides: dict[str, Any], iters: i
     return summarise(label, overrides, trace)
 
 
+def recovery_suite(run_dir: Path, candidates: Sequence[tuple[str, dict[str, Any]]], iters: int,
+                   episodes: int, seed: int, log_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """(task, one row per candidate): the saved policy of ``run_dir`` measured once on
+    ``episodes`` fresh episodes (k = 0, shared by every candidate), then each candidate's
+    ``iters`` recovery iterations (:func:`run_candidate`); the trainers write under ``log_dir``."""
+    first = recovery_trainer(run_dir, {}, log_dir, "start", seed)
+    try:
+        start = fresh_episodes(first, episodes, EVAL_SEED)
+    finally:
+        first.envs.close()
+    rows = [run_candidate(run_dir, label, overrides, iters, episodes, seed, log_dir, start)
+            for label, overrides in candidates]
+    return first.cfg.env_id, rows
+
+
 def summarise(label: str, overrides: dict[str, Any], trace: list[dict[str, Any]]) -> dict[str, Any]:
     """The table row of one candidate from its trace (k = 0 first)."""
     cost0 = trace[0]["cost"][0]
@@ -138,45 +160,13 @@ def summarise(label: str, overrides: dict[str, Any], trace: list[dict[str, Any]]
             "trace": trace}
 
 
-def plot_recovery(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
-    """Fresh cost per iteration (band: one standard error) and in-sample against fresh cut."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_cost, ax_cut) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, row in enumerate(rows):
-        k = np.array([t["k"] for t in row["trace"]])
-        mean = np.array([t["cost"][0] for t in row["trace"]])
-        se = np.array([t["cost"][1] for t in row["trace"]])
-        ax_cost.plot(k, mean, color=f"C{i}", label=row["candidate"])
-        ax_cost.fill_between(k, mean - se, mean + se, color=f"C{i}", alpha=0.15)
-        cost0 = row["cost_0"]
-        fresh_cut = [cost0 - t["cost"][0] for t in row["trace"][1:]]
-        ax_cut.scatter([t["insample_cut"] for t in row["trace"][1:]], fresh_cut, color=f"C{i}", s=14)
-    ax_cost.axhline(0.7 * rows[0]["cost_0"], color="k", ls=":", lw=1, label="30% cut")
-    ax_cost.set(xlabel="recovery iterations", ylabel="episode cost, fresh episodes", title=title)
-    ax_cost.legend(fontsize=8)
-    lim = max(1.0, *(abs(x) for r in rows for t in r["trace"][1:] for x in (t["insample_cut"],)))
-    ax_cut.plot([0, lim], [0, lim], color="k", ls=":", lw=1, label="fresh = in-sample")
-    ax_cut.axhline(0, color="grey", lw=0.5)
-    ax_cut.set(xlabel="in-sample first-order cut per episode (M-step)",
-               ylabel="cut on fresh episodes (vs k = 0)",
-               title="what the batch promised vs what happened")
-    ax_cut.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 COLUMNS = ["candidate", "steps", "cost_0", "cost_last3", "cost_last3_se", "cut_last3", "cut_best",
            "insample_cut", "kl", "return_0", "return_last3", "recovery_share"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dynacppo_lite.plots import plot_recovery
+
     argv = sys.argv[1:] if argv is None else argv
     p = suite_parser("recovery", __doc__)
     p.add_argument("--run", type=Path, default=REFERENCE_POLICY,
@@ -201,18 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     started = time.time()
     torch.set_num_threads(1)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        # k = 0, once: every candidate starts from this policy and these fresh episodes.
-        first = recovery_trainer(args.run, {}, Path(tmp), "start", args.seed)
-        start = fresh_episodes(first, args.episodes, EVAL_SEED)
-        first.envs.close()
-        task = first.cfg.env_id
-        for label, overrides in candidates:
-            rows.append(run_candidate(args.run, label, overrides, args.iters, args.episodes,
-                                      args.seed, Path(tmp), start))
+        task, rows = recovery_suite(args.run, candidates, args.iters, args.episodes, args.seed,
+                                    Path(tmp))
     figure = args.figure or Path("figures/benchmarks") / f"recovery_{task}.png"
-    plot_recovery(rows, figure, f"pure cost descent from {args.run.name}")
+    axes = plot_recovery(rows, f"pure cost descent from {args.run.name}")
+    save_figure(axes[0].figure, figure, dpi=110)
     write_results(args.out, "recovery",
                   f"Recovery from {args.run.name} on {task}: {args.iters} iterations, "
                   f"{args.episodes} fresh episodes after each", markdown_table(rows, COLUMNS),
