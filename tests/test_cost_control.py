@@ -59,6 +59,21 @@ def test_margin_controller_integrates_the_violation_and_saturates():
     assert MarginController(ki=0.0, kp=0.5).update(50.0, 25.0, fresh=True) == pytest.approx(0.5)
 
 
+def test_margin_controller_error_clip_sets_how_much_a_large_violation_counts():
+    """At 11x the limit the relative error is -10: clipped at -2 the integral falls 2 ki per
+    iteration, clipped at -10 it falls 10 ki (the whole violation counts)."""
+    slow = MarginController(ki=0.01, integral_min=-1.0)
+    fast = MarginController(ki=0.01, integral_min=-1.0, error_min=-10.0)
+    slow.update(275.0, 25.0, fresh=True)
+    fast.update(275.0, 25.0, fresh=True)
+    assert slow.integral == pytest.approx(1.0 - 0.02)
+    assert fast.integral == pytest.approx(1.0 - 0.10)
+    fast.update(50.0, 25.0, fresh=True)  # within both clips: the same step as unclipped
+    assert fast.integral == pytest.approx(1.0 - 0.10 - 0.01)
+    with pytest.raises(ValueError, match="pid_error_min"):
+        Config(pid_error_min=0.0).validate()
+
+
 def test_margin_controller_anti_windup_lets_go_as_soon_as_cost_is_under_the_limit():
     ctl = MarginController(ki=0.1, kp=0.5, integral_min=-0.5)
     for _ in range(100):  # a long violation: the integral stops at its floor
