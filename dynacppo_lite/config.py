@@ -163,6 +163,12 @@ class Config:
     pid_error_min: float = -2.0
     """``pid``: lower clip of the relative error e = (d - J_c) / d that both terms see: a cost
     of (1 - pid_error_min) times the limit or more counts as that much and no more."""
+    pid_noise_ref: float = 0.0
+    """``pid``: the relative standard error se / d of the windowed cost at which ``pid_ki`` and
+    ``pid_kp`` hold; a more precise estimate multiplies both by pid_noise_ref d / se, up to
+    ``pid_max_speedup`` (0: fixed gains)."""
+    pid_max_speedup: float = 1.0
+    """``pid``: the largest factor on the gains for a precise cost estimate."""
     switch_ratio: float = 0.8
     """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
     realised_radius: bool = True
@@ -300,6 +306,8 @@ class Config:
             (self.pid_ki >= 0 and self.pid_kp >= 0, "pid_ki and pid_kp must be >= 0"),
             (-1 <= self.pid_integral_min <= 1, "pid_integral_min must be in [-1, 1]"),
             (self.pid_error_min < 0, f"pid_error_min must be < 0, got {self.pid_error_min}"),
+            (self.pid_noise_ref >= 0 and self.pid_max_speedup >= 1,
+             "pid_noise_ref must be >= 0 and pid_max_speedup >= 1"),
             (min(self.pid_lag_kp, self.pid_lag_ki, self.pid_lag_kd) >= 0,
              "pid_lag_kp, pid_lag_ki and pid_lag_kd must be >= 0"),
             (self.pid_lag_d_delay >= 1, f"pid_lag_d_delay must be >= 1, got {self.pid_lag_d_delay}"),

@@ -77,13 +77,27 @@ class MarginController:
     """The integral state I; 1 = unconstrained, where a run starts."""
     error_min: float = -2.0
     """Lower clip of the relative error e (how many limits over the limit still count)."""
+    noise_ref: float = 0.0
+    """Relative standard error se / d of J_c at which ki and kp are as stated; a more precise
+    estimate speeds both up by noise_ref d / se, up to ``max_speedup`` (0: fixed gains)."""
+    max_speedup: float = 1.0
+    """Largest factor on the gains for a precise estimate."""
 
-    def update(self, cost_estimate: float, cost_limit: float, fresh: bool) -> float:
-        """Feed the windowed episode cost J_c; returns u for this iteration's E-step."""
+    def speedup(self, cost_limit: float, cost_se: float) -> float:
+        """The factor on ki and kp for an estimate with standard error ``cost_se``."""
+        if self.noise_ref <= 0 or not math.isfinite(cost_se):  # fewer than 2 episodes: no evidence
+            return 1.0
+        rel_se = cost_se / max(cost_limit, 1.0)
+        return float(np.clip(self.noise_ref / max(rel_se, 1e-12), 1.0, self.max_speedup))
+
+    def update(self, cost_estimate: float, cost_limit: float, fresh: bool, cost_se: float = 0.0) -> float:
+        """Feed the windowed episode cost J_c (standard error ``cost_se``); returns u for this
+        iteration's E-step."""
         error = float(np.clip((cost_limit - cost_estimate) / max(cost_limit, 1.0), self.error_min, 1.0))
+        gain = self.speedup(cost_limit, cost_se)
         if fresh:  # an iteration without finished episodes adds no evidence to integrate
-            self.integral = float(np.clip(self.integral + self.ki * error, self.integral_min, 1.0))
-        return float(np.clip(self.integral + self.kp * error, -1.0, 1.0))
+            self.integral = float(np.clip(self.integral + gain * self.ki * error, self.integral_min, 1.0))
+        return float(np.clip(self.integral + gain * self.kp * error, -1.0, 1.0))
 
     def state_dict(self) -> dict[str, float]:
         return {"integral": self.integral}
@@ -182,10 +196,11 @@ class CostControl:
     """What it carries between iterations, by name: objects with ``state_dict`` and
     ``load_state_dict`` (the multiplier, the PI state, the switch, rho)."""
 
-    def decide(self, cost_est: float, fresh: bool, cost_margin: float) -> Decision:
+    def decide(self, cost_est: float, fresh: bool, cost_margin: float, cost_se: float = 0.0) -> Decision:
         """This iteration's decision from the windowed mean episode cost ``cost_est`` (J_c, cost
         per episode), whether it holds an episode that just ended (``fresh``: else it brings no
-        new evidence and integrating controls hold still) and the paper's ``cost_margin``."""
+        new evidence and integrating controls hold still), the paper's ``cost_margin`` and the
+        estimate's standard error ``cost_se`` (how much of J_c is noise)."""
         raise NotImplementedError
 
     def estep_margin(self, decision: Decision, adv_c: np.ndarray, kl_budget: float) -> float:
@@ -253,8 +268,8 @@ class PIMarginControl(EStepControl):
         self.cost_limit = cost_limit
         self.parts["controller"] = controller
 
-    def decide(self, cost_est: float, fresh: bool, cost_margin: float) -> Decision:
-        u = self.controller.update(cost_est, self.cost_limit, fresh)
+    def decide(self, cost_est: float, fresh: bool, cost_margin: float, cost_se: float = 0.0) -> Decision:
+        u = self.controller.update(cost_est, self.cost_limit, fresh, cost_se)
         return Decision("recovery" if u <= -1.0 else "normal", cost_margin, u=u)
 
     def estep_margin(self, decision: Decision, adv_c: np.ndarray, kl_budget: float) -> float:
@@ -275,7 +290,7 @@ class PaperMarginControl(EStepControl):
         super().__init__(share)
         self.realised_radius = realised_radius
 
-    def decide(self, cost_est: float, fresh: bool, cost_margin: float) -> Decision:
+    def decide(self, cost_est: float, fresh: bool, cost_margin: float, cost_se: float = 0.0) -> Decision:
         return Decision("normal", cost_margin)
 
     def estep_margin(self, decision: Decision, adv_c: np.ndarray, kl_budget: float) -> float:
@@ -295,7 +310,7 @@ class BangBangControl(PaperMarginControl):
         self.switch = switch
         self.parts["switch"] = switch
 
-    def decide(self, cost_est: float, fresh: bool, cost_margin: float) -> Decision:
+    def decide(self, cost_est: float, fresh: bool, cost_margin: float, cost_se: float = 0.0) -> Decision:
         return Decision(self.switch.update(cost_est), cost_margin)
 
     def legacy_state(self, ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,7 +332,7 @@ class LagrangianControl(CostControl):
         self.multiplier = multiplier
         self.parts = {"multiplier": multiplier}
 
-    def decide(self, cost_est: float, fresh: bool, cost_margin: float) -> Decision:
+    def decide(self, cost_est: float, fresh: bool, cost_margin: float, cost_se: float = 0.0) -> Decision:
         lagrange = self.multiplier.update(cost_est) if fresh else self.multiplier.value
         return Decision("lagrange", cost_margin, lagrange=lagrange)
 
@@ -350,7 +365,8 @@ def make_cost_control(cfg: Config, cost_limit: float) -> CostControl:
     share = RealisedShare(cfg.rho_init, cfg.rho_smoothing, cfg.rho_min)
     if name == "pid":
         return PIMarginControl(MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min,
-                                                cfg.pid_integral_init, cfg.pid_error_min),
+                                                cfg.pid_integral_init, cfg.pid_error_min,
+                                                cfg.pid_noise_ref, cfg.pid_max_speedup),
                                 cost_limit, share)
     if name == "margin":
         return PaperMarginControl(share, cfg.realised_radius)

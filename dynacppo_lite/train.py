@@ -367,7 +367,7 @@ class Trainer:
         # Control steers by the windowed estimate, never by this iteration's few episodes.
         cost_est = self.cost.cost
         cost_margin = (self.cost_limit - cost_est) / max(self.cost.length, 1.0)
-        decision = self.cost_control.decide(cost_est, fresh, cost_margin)
+        decision = self.cost_control.decide(cost_est, fresh, cost_margin, self.cost.cost_se)
 
         adv, batch = self._real_batch(ro)
         critic_batch = real = batch

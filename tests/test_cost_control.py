@@ -4,6 +4,7 @@ multipliers), PPO-Lag's advantage mix and the M-step's reach."""
 import csv
 import dataclasses
 import io
+import math
 import shutil
 from collections import deque
 from pathlib import Path
@@ -72,6 +73,24 @@ def test_margin_controller_error_clip_sets_how_much_a_large_violation_counts():
     assert fast.integral == pytest.approx(1.0 - 0.10 - 0.01)
     with pytest.raises(ValueError, match="pid_error_min"):
         Config(pid_error_min=0.0).validate()
+
+
+def test_margin_controller_speeds_up_on_a_precise_estimate_only():
+    """With noise_ref 0.8 the gains hold at se = 0.8 d (and noisier); at se = 0.2 d they are 4x,
+    capped at max_speedup; without two episodes (se NaN) there is no evidence to speed up."""
+    def step(se: float) -> tuple[float, float]:
+        ctl = MarginController(ki=0.02, kp=0.5, integral_min=-1.0, noise_ref=0.8, max_speedup=3.0)
+        u = ctl.update(35.0, 25.0, fresh=True, cost_se=se)  # e = -0.4
+        return ctl.integral, u
+
+    assert step(20.0) == pytest.approx((1 - 0.008, 1 - 0.008 - 0.2))
+    assert step(40.0) == step(20.0)  # noisier than the reference: never slower
+    assert step(10.0) == pytest.approx((1 - 0.016, 1 - 0.016 - 0.4))  # 2x
+    assert step(1.0) == pytest.approx((1 - 0.024, 1 - 0.024 - 0.6))  # 20x, capped at 3x
+    assert step(math.nan) == step(20.0)
+    fixed = MarginController(ki=0.02, kp=0.5, integral_min=-1.0)
+    fixed.update(35.0, 25.0, fresh=True, cost_se=1.0)
+    assert fixed.integral == pytest.approx(1 - 0.008)  # noise_ref 0: fixed gains
 
 
 def test_margin_controller_anti_windup_lets_go_as_soon_as_cost_is_under_the_limit():
