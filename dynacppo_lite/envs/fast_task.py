@@ -9,10 +9,11 @@ contact, and an observation-space ``contains`` check that cannot fail.
 The classes here keep every stock formula and change only how it is evaluated:
 
 * ids, geom flags, sensor addresses and buffers are looked up once per build (per reset);
-* pseudo-lidar and hazard distances run as numpy operations over all objects at once, written
-  with the same elementwise operations in the same order as the stock scalar code (e.g. the
-  ``vec @ mat`` product as ``v0*m0 + v1*m1 + v2*m2``), so on the development machine they are
-  bit-identical to stock; the equality test allows 1e-9 relative for other BLAS/CPU builds;
+* pseudo-lidar (:mod:`dynacppo_lite.envs.lidar`) and hazard distances run as numpy operations
+  over all objects at once, written with the same elementwise operations in the same order as
+  the stock scalar code (e.g. the ``vec @ mat`` product as ``v0*m0 + v1*m1 + v2*m2``), so on
+  the development machine they are bit-identical to stock; the equality test allows 1e-9
+  relative for other BLAS/CPU builds;
 * contact costs test precomputed per-geom flags instead of names;
 * gremlins move together (one target per substep) without ``np.r_``;
 * resets: the layout's rejection sampling tests keepouts on floats (:class:`FastRandomGenerator`).
@@ -44,6 +45,7 @@ import numpy as np
 
 from dynacppo_lite.envs.compat import import_safety_gymnasium
 from dynacppo_lite.envs.fast_world import FastWorld
+from dynacppo_lite.envs.lidar import ego_xy, pseudo_lidar
 
 import_safety_gymnasium()
 _agents = importlib.import_module("safety_gymnasium.agents")
@@ -69,9 +71,6 @@ _BODY_NAMES: dict[type, str] = {
 #: Up to this many lidar objects (e.g. Circle's one) the stock per-object loop is faster than
 #: the ~20 numpy calls of the batched lidar (measured: 8 µs per object vs 19 µs in all).
 _STOCK_LIDAR_MAX_OBJECTS = 2
-
-#: A lidar hit lights its bin and, aliased, the bins either side (rows: bin, bin+1, bin-1).
-_ALIAS_SHIFTS = np.array([[0], [1], [-1]], dtype=np.intp)
 
 #: Geom-name prefix and cost key of the objects whose cost counts agent contacts.
 _CONTACT_COSTS: dict[type, tuple[str, str]] = {
@@ -125,8 +124,7 @@ class _LidarPlan:
     body_rows: np.ndarray  # rows read from data.xpos ...
     body_ids: np.ndarray  # ... of these bodies
     other_rows: tuple[tuple[slice, Any], ...]  # rows read from obstacle.pos (e.g. Circle)
-    row_offsets: np.ndarray  # (1, count): the object's obstacle row * num_bins
-    weights: np.ndarray  # (3, count) scratch: 1, alias, 1 - alias
+    group: np.ndarray  # (count,): each object's lidar block (its obstacle's row in ``seen``)
     seen: tuple[Any, ...]  # the lidar-observed obstacles, in observation order
 
 
@@ -330,8 +328,7 @@ class FastTaskMixin:
             body_rows=np.array(body_rows, dtype=np.intp),
             body_ids=np.array(body_ids, dtype=np.intp),
             other_rows=tuple(other_rows),
-            row_offsets=np.array([obstacle_rows], dtype=np.intp) * self.lidar_conf.num_bins,
-            weights=np.ones((3, count)),
+            group=np.array(obstacle_rows, dtype=np.intp),
             seen=tuple(seen),
         )
 
@@ -462,16 +459,11 @@ class FastTaskMixin:
         return out
 
     def _lidar(self) -> np.ndarray:
-        """``_obs_lidar_pseudo`` of every lidar-observed obstacle at once, flattened by row.
-
-        Per object the same float operations as the stock loop, in the same order; a bin keeps
-        the largest reading, and a maximum does not depend on the order it is taken in.
-        """
-        plan, conf = self._lidar_plan, self.lidar_conf
+        """``_obs_lidar_pseudo`` of every lidar-observed obstacle at once, flattened by row
+        (:func:`dynacppo_lite.envs.lidar.pseudo_lidar` on a batch of one)."""
+        plan = self._lidar_plan
         if plan.count <= _STOCK_LIDAR_MAX_OBJECTS:
             return np.concatenate([self._obs_lidar_pseudo(o.pos) for o in plan.seen])
-        bins = conf.num_bins
-        lidar = np.zeros(len(plan.seen) * bins)
         xpos = self._xpos
         if plan.other_rows:
             xy = np.empty((plan.count, 2))
@@ -482,24 +474,8 @@ class FastTaskMixin:
             xy = xpos[plan.body_ids, :2]
         agent = xpos[self._agent_body]
         mat = self._xmat[self._agent_body]  # row-major 3x3
-        rel = xy - agent[:2]  # stock: ([x, y, 0] - agent_pos) @ agent_mat, the x-y columns
-        ego = rel[:, :1] * mat[0:2] + rel[:, 1:] * mat[3:5] + (0.0 - agent[2]) * mat[6:8]
-        dist = np.abs(ego.view(np.complex128)[:, 0])  # stock: abs(complex(x, y))
-        angle = np.arctan2(ego[:, 1], ego[:, 0]) % (np.pi * 2)  # stock: np.angle(complex)
-        bin_size = (np.pi * 2) / bins
-        hit = (angle / bin_size).astype(np.intp)
-        if conf.max_dist is None:
-            sensor = np.exp(-conf.exp_gain * dist)
-        else:
-            sensor = np.maximum(conf.max_dist - dist, 0.0) / conf.max_dist
-        if conf.alias:
-            weights = plan.weights  # row 0 stays 1.0, and 1.0 * sensor is sensor exactly
-            np.divide(angle - bin_size * hit, bin_size, out=weights[1])  # alias
-            np.subtract(1, weights[1], out=weights[2])
-            np.maximum.at(lidar, plan.row_offsets + (hit + _ALIAS_SHIFTS) % bins, weights * sensor)
-        else:
-            np.maximum.at(lidar, plan.row_offsets[0] + hit, sensor)
-        return lidar
+        ego = ego_xy(xy[None], agent[None], mat.reshape(1, 3, 3))
+        return pseudo_lidar(ego, plan.group, len(plan.seen), self.lidar_conf)[0]
 
     def dist_goal(self) -> float:
         """Stock ``agent.dist_xy(goal.pos)``: sqrt of the summed squares, same order."""
