@@ -158,11 +158,16 @@ class Config:
     pid_integral_init: float = 1.0
     """``pid``: the integral state at the start (1: unconstrained until the measured cost says
     otherwise; 0: no predicted cost increase from the first iteration)."""
-    pid_integral_min: float = -0.5
-    """``pid``: lower bound of the integral state (anti-windup; u itself still reaches -1)."""
-    pid_error_min: float = -2.0
+    pid_integral_min: float = -1.0
+    """``pid``: lower bound of the integral state. -1, full authority: a violation that lasts
+    drives u to -1 (pure cost descent) at any cost over the limit. The floor -0.5 used before
+    saturated u only above about twice the limit, and SafetyPointGoal1-v0 ended at 1.9x its
+    limit (docs/results.md, "The controller's authority and start")."""
+    pid_error_min: float = -10.0
     """``pid``: lower clip of the relative error e = (d - J_c) / d that both terms see: a cost
-    of (1 - pid_error_min) times the limit or more counts as that much and no more."""
+    of (1 - pid_error_min) times the limit or more counts as that much and no more. -10 lets
+    an early overshoot of 5-12x the limit (SafetyPointCircle1-v0) drive the integral as fast as
+    it is large; -2, the clip before, let it fall 0.04 per iteration at most."""
     pid_noise_ref: float = 0.0
     """``pid``: the relative standard error se / d of the windowed cost at which ``pid_ki`` and
     ``pid_kp`` hold; a more precise estimate multiplies both by pid_noise_ref d / se, up to

@@ -30,7 +30,16 @@ Its output u is the margin in units of the largest cost change the trust region 
 so u = 1 leaves the pure reward direction feasible on any batch (no constraint), u = 0 asks for
 no predicted cost increase, and u = -1 admits only pure cost descent (-A_c), which is also what
 the E-step's recovery case 3 (section 3.2.2) returns where the margin cannot be met. The error
-e = (d - J_c) / max(d, 1) is clipped to [-2, 1] so one bad estimate cannot slam u to the bound.
+e = (d - J_c) / max(d, 1) is clipped to [error_min, 1] (``Config.pid_error_min``, -10: a cost
+of 11x the limit counts as 11x; J_c is a 20-episode mean, so one bad episode moves it little).
+
+With the default gains (ki 0.02, kp 0.5) the integral may fall to -1 (full authority): on
+SafetyPointGoal1-v0 the old floor of -0.5 let u reach -1 only above about twice the limit and
+the run ended at 1.9x its limit, where the floor -1 brought it under (docs/results.md, "The
+controller's authority and start"). Faster gains held the limit there too but at about half
+the return: the cost estimate on that task is noisy (standard error 0.6-0.9 of the limit),
+and a fast controller keeps the policy in recovery before it has learned to reach goals.
+``pid_noise_ref`` speeds the gains up where the estimate is precise (off by default).
 
 The sphere overstates the cut the E-step can reach: with the bound v >= b and a sparse,
 heavy-tailed A_c (a few samples that enter a hazard) the hazard samples sit at the bound, and
@@ -62,20 +71,21 @@ class MarginController:
 
     The policy integrates u by itself (each E-step moves cost at a rate set by u; u = 0 holds
     it), so the proportional term does most of the work and the integral only removes the
-    steady offset. ``integral_min`` > -1 is the anti-windup: the cost answers u with a long
-    delay, and an integral free to sink to -1 holds the policy in pure cost descent long after
-    the cost is under the limit (docs/results.md, "The PI controller's gains").
+    steady offset. ``integral_min`` > -1 is an anti-windup: the cost answers u with a long
+    delay, and an integral at -1 holds the policy in pure cost descent until the cost has been
+    under the limit for a while; the default is -1 nonetheless, because any higher floor
+    leaves a violation under twice the limit that no integral can remove (module docstring).
     """
 
     ki: float
     """Integral gain: change of u per fresh iteration per unit of relative violation."""
     kp: float = 0.0
     """Proportional gain (damps the integral's overshoot; noisy estimates argue for little)."""
-    integral_min: float = -0.5
-    """Lower bound of the integral state (anti-windup)."""
+    integral_min: float = -1.0
+    """Lower bound of the integral state (anti-windup above -1)."""
     integral: float = 1.0
     """The integral state I; 1 = unconstrained, where a run starts."""
-    error_min: float = -2.0
+    error_min: float = -10.0
     """Lower clip of the relative error e (how many limits over the limit still count)."""
     noise_ref: float = 0.0
     """Relative standard error se / d of J_c at which ki and kp are as stated; a more precise
