@@ -163,11 +163,13 @@ class Config:
     drives u to -1 (pure cost descent) at any cost over the limit. The floor -0.5 used before
     saturated u only above about twice the limit, and SafetyPointGoal1-v0 ended at 1.9x its
     limit (docs/results.md, "The controller's authority and start")."""
-    pid_error_min: float = -10.0
+    pid_error_min: float = -2.0
     """``pid``: lower clip of the relative error e = (d - J_c) / d that both terms see: a cost
-    of (1 - pid_error_min) times the limit or more counts as that much and no more. -10 lets
-    an early overshoot of 5-12x the limit (SafetyPointCircle1-v0) drive the integral as fast as
-    it is large; -2, the clip before, let it fall 0.04 per iteration at most."""
+    of (1 - pid_error_min) times the limit or more counts as that much and no more. At -10 an
+    early overshoot drives the integral as fast as it is large: on SafetyPointCircle1-v0 that
+    cut the cost at 2e5 steps, but on SafetyPointGoal1-v0 the random policy's 3-6x overshoot
+    then held it in recovery before it learned to reach goals, and the run ended at a lower
+    return and a higher cost (docs/results.md, "The controller's authority and start")."""
     pid_noise_ref: float = 0.0
     """``pid``: the relative standard error se / d of the windowed cost at which ``pid_ki`` and
     ``pid_kp`` hold; a more precise estimate multiplies both by pid_noise_ref d / se, up to
