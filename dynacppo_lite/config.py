@@ -163,19 +163,23 @@ class Config:
     drives u to -1 (pure cost descent) at any cost over the limit. The floor -0.5 used before
     saturated u only above about twice the limit, and SafetyPointGoal1-v0 ended at 1.9x its
     limit (docs/results.md, "The controller's authority and start")."""
-    pid_error_min: float = -2.0
+    pid_error_min: float = -10.0
     """``pid``: lower clip of the relative error e = (d - J_c) / d that both terms see: a cost
-    of (1 - pid_error_min) times the limit or more counts as that much and no more. At -10 an
-    early overshoot drives the integral as fast as it is large: on SafetyPointCircle1-v0 that
-    cut the cost at 2e5 steps, but on SafetyPointGoal1-v0 the random policy's 3-6x overshoot
-    then held it in recovery before it learned to reach goals, and the run ended at a lower
-    return and a higher cost (docs/results.md, "The controller's authority and start")."""
-    pid_noise_ref: float = 0.0
+    of (1 - pid_error_min) times the limit or more counts as that much and no more. -10: an
+    early overshoot of 5-12x the limit (SafetyPointCircle1-v0) drives the integral as fast as it
+    is large. With fixed gains it cost SafetyPointGoal1-v0 return, whose random policy's 3-6x
+    overshoot then held it in recovery; the noise-scaled gains below leave that phase slow."""
+    pid_noise_ref: float = 0.8
     """``pid``: the relative standard error se / d of the windowed cost at which ``pid_ki`` and
     ``pid_kp`` hold; a more precise estimate multiplies both by pid_noise_ref d / se, up to
-    ``pid_max_speedup`` (0: fixed gains)."""
-    pid_max_speedup: float = 1.0
-    """``pid``: the largest factor on the gains for a precise cost estimate."""
+    ``pid_max_speedup`` (0: fixed gains). 0.8 is SafetyPointGoal1-v0's early noise (se 15-25
+    at d = 25), where fast gains held the policy in recovery before it learned to reach goals;
+    HalfCheetah's estimate (se about 3) gets the full speed-up, which it needs (its cost rises
+    late and stays near 1.3x the limit under fixed gains). docs/results.md, "Holding the
+    limit"."""
+    pid_max_speedup: float = 4.0
+    """``pid``: the largest factor on the gains for a precise cost estimate (4: kp 2, ki 0.08,
+    about the fixed gains that held HalfCheetah's limit)."""
     switch_ratio: float = 0.8
     """``bang-bang`` hysteresis: recovery starts when J_c > d and ends when J_c < ratio * d."""
     realised_radius: bool = True
@@ -356,6 +360,8 @@ class Config:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        for key, before in FIELDS_ADDED_WITH_DEFAULTS.items():  # saved before the field existed
+            data.setdefault(key, before)
         if data.get("algo") == "ppo-lag" and data.get("cost_control") in ALGO_COST_CONTROLS["cppo"]:
             data["cost_control"] = "auto"  # saved when ppo-lag ignored the field: its multiplier ran
         for key in ("hidden", "model_hidden"):
@@ -364,13 +370,20 @@ class Config:
         return cls(**data)
 
 
+#: Fields added with a default that changed what a run does, and the value that reproduces runs
+#: saved before them (a resumed old run goes on as it began): the PI controller's error clip
+#: and its noise-scaled gains.
+FIELDS_ADDED_WITH_DEFAULTS: dict[str, float] = dict(pid_error_min=-2.0, pid_noise_ref=0.0,
+                                                    pid_max_speedup=1.0)
+
 #: Cost-control speeds for the toy task: its cost answers a policy change within one iteration
 #: (20 short episodes), so the controller and the multiplier may move 10-30x faster than the
 #: defaults, which are set for 1000-step Safety-Gymnasium episodes.
 #: Its integral may reach -1 (no anti-windup floor): with the linear M-step's larger steps the
 #: floor of -0.5 left the toy's cost oscillating 10-25% over its limit (cppo 10.8, dyna-cppo
 #: 12.4 against 10, seeds 0 and 2); without it 10.2 for both.
-TOY_CONTROL: dict[str, float] = dict(pid_ki=0.3, pid_kp=1.0, pid_integral_min=-1.0, lagrangian_lr=0.2)
+TOY_CONTROL: dict[str, float] = dict(pid_ki=0.3, pid_kp=1.0, pid_integral_min=-1.0, pid_error_min=-2.0,
+                                     pid_noise_ref=0.0, lagrangian_lr=0.2)
 
 #: Named training set-ups (``python -m dynacppo_lite train --preset NAME``, flags override them).
 #: ``readme`` is what ``make train`` runs (see README); ``figures`` finds its run from it.

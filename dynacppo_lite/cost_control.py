@@ -30,8 +30,8 @@ Its output u is the margin in units of the largest cost change the trust region 
 so u = 1 leaves the pure reward direction feasible on any batch (no constraint), u = 0 asks for
 no predicted cost increase, and u = -1 admits only pure cost descent (-A_c), which is also what
 the E-step's recovery case 3 (section 3.2.2) returns where the margin cannot be met. The error
-e = (d - J_c) / max(d, 1) is clipped to [error_min, 1] (``Config.pid_error_min``, -2: a cost of
-3x the limit or more counts as 3x, so an early overshoot cannot slam the integral down).
+e = (d - J_c) / max(d, 1) is clipped to [error_min, 1] (``Config.pid_error_min``, -10: a cost
+of 11x the limit counts as 11x; J_c is a 20-episode mean, so one bad episode moves it little).
 
 With the default gains (ki 0.02, kp 0.5) the integral may fall to -1 (full authority): on
 SafetyPointGoal1-v0 the old floor of -0.5 let u reach -1 only above about twice the limit and
@@ -85,7 +85,7 @@ class MarginController:
     """Lower bound of the integral state (anti-windup above -1)."""
     integral: float = 1.0
     """The integral state I; 1 = unconstrained, where a run starts."""
-    error_min: float = -2.0
+    error_min: float = -10.0
     """Lower clip of the relative error e (how many limits over the limit still count)."""
     noise_ref: float = 0.0
     """Relative standard error se / d of J_c at which ki and kp are as stated; a more precise
