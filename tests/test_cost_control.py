@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dynacppo_lite.cli import parse_overrides
-from dynacppo_lite.config import Config
+from dynacppo_lite.config import FIELDS_ADDED_WITH_DEFAULTS, Config
 from dynacppo_lite.cost_control import (
     MarginController,
     RealisedShare,
@@ -247,22 +247,42 @@ def test_set_overrides_are_typed_and_checked():
         parse_overrides(["cost_window=many"])
 
 
+def default_controller() -> MarginController:
+    cfg = Config()
+    return MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min, cfg.pid_integral_init,
+                            cfg.pid_error_min, cfg.pid_noise_ref, cfg.pid_max_speedup)
+
+
 def test_default_controller_has_full_authority_and_lets_go_under_the_limit():
     """With the default gains a violation of only 10% held long enough drives u to -1 (pure
     cost descent); the floor -0.5 used before never did below twice the limit and left
     SafetyPointGoal1-v0 at 1.9x its limit. Once the cost is under the limit, the proportional
-    term lifts u at once."""
-    cfg = Config()
-    limit = 25.0
-    ctl = MarginController(cfg.pid_ki, cfg.pid_kp, cfg.pid_integral_min, cfg.pid_integral_init,
-                           cfg.pid_error_min)
-    us = [ctl.update(1.1 * limit, limit, fresh=True) for _ in range(2000)]
-    assert us[0] > 0.9 and us[-1] == -1.0
-    first = us.index(-1.0)
-    assert first > 100  # a small violation is integrated, not slammed to the bound
-    assert ctl.update(0.5 * limit, limit, fresh=True) == pytest.approx(-1.0 + cfg.pid_ki * 0.5 + cfg.pid_kp * 0.5)
+    term lifts u at once. A precise estimate (HalfCheetah's se of about 3) gets there 4x
+    sooner than a noisy one (PointGoal1's se of about 20)."""
+    cfg, limit = Config(), 25.0
+    first = {}
+    for se in (20.0, 2.5):
+        ctl = default_controller()
+        us = [ctl.update(1.1 * limit, limit, fresh=True, cost_se=se) for _ in range(2000)]
+        assert us[0] > 0.75 and us[-1] == -1.0
+        first[se] = us.index(-1.0)
+        gain = ctl.speedup(limit, se)
+        assert ctl.update(0.5 * limit, limit, fresh=True, cost_se=se) == pytest.approx(
+            -1.0 + gain * (cfg.pid_ki + cfg.pid_kp) * 0.5)
+    assert first[20.0] > 100  # a small violation is integrated, not slammed to the bound
+    assert first[20.0] / first[2.5] == pytest.approx(cfg.pid_max_speedup, rel=0.05)
     old = MarginController(cfg.pid_ki, cfg.pid_kp, integral_min=-0.5, error_min=-2.0)
     assert min(old.update(1.9 * limit, limit, fresh=True) for _ in range(2000)) > -1.0
+
+
+def test_configs_saved_before_the_noise_scaled_gains_resume_as_they_ran():
+    saved = Config().to_dict()
+    for key in FIELDS_ADDED_WITH_DEFAULTS:
+        del saved[key]
+    old = Config.from_dict(saved)
+    assert (old.pid_error_min, old.pid_noise_ref, old.pid_max_speedup) == (-2.0, 0.0, 1.0)
+    ctl = make_cost_control(old, 25.0).controller
+    assert ctl.speedup(25.0, 1.0) == 1.0 and ctl.error_min == -2.0
 
 
 def omnisafe_pid_lagrangian(costs, limit, kp, ki, kd, d_delay, ema, init=0.0):
