@@ -270,7 +270,7 @@ def test_default_controller_has_full_authority_and_lets_go_under_the_limit():
         assert ctl.update(0.5 * limit, limit, fresh=True, cost_se=se) == pytest.approx(
             -1.0 + gain * (cfg.pid_ki + cfg.pid_kp) * 0.5)
     assert first[20.0] > 100  # a small violation is integrated, not slammed to the bound
-    assert first[20.0] / first[2.5] == pytest.approx(cfg.pid_max_speedup, rel=0.05)
+    assert first[20.0] / first[2.5] > 0.9 * cfg.pid_max_speedup
     old = MarginController(cfg.pid_ki, cfg.pid_kp, integral_min=-0.5, error_min=-2.0)
     assert min(old.update(1.9 * limit, limit, fresh=True) for _ in range(2000)) > -1.0
 
