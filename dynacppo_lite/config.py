@@ -172,7 +172,7 @@ class Config:
     pid_noise_ref: float = 0.8
     """``pid``: the relative standard error se / d of the windowed cost at which ``pid_ki`` and
     ``pid_kp`` hold; a more precise estimate multiplies both by pid_noise_ref d / se, up to
-    ``pid_max_speedup`` (0: fixed gains). 0.8 is SafetyPointGoal1-v0's early noise (se 15-25
+    ``pid_max_speedup`` (0: fixed gains). 0.8 is SafetyPointGoal1-v0's early noise (se 17-28
     at d = 25), where fast gains held the policy in recovery before it learned to reach goals;
     HalfCheetah's estimate (se about 3) gets the full speed-up, which it needs (its cost rises
     late and stays near 1.3x the limit under fixed gains). docs/results.md, "Holding the

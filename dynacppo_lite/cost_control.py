@@ -33,13 +33,14 @@ the E-step's recovery case 3 (section 3.2.2) returns where the margin cannot be 
 e = (d - J_c) / max(d, 1) is clipped to [error_min, 1] (``Config.pid_error_min``, -10: a cost
 of 11x the limit counts as 11x; J_c is a 20-episode mean, so one bad episode moves it little).
 
-With the default gains (ki 0.02, kp 0.5) the integral may fall to -1 (full authority): on
-SafetyPointGoal1-v0 the old floor of -0.5 let u reach -1 only above about twice the limit and
-the run ended at 1.9x its limit, where the floor -1 brought it under (docs/results.md, "The
-controller's authority and start"). Faster gains held the limit there too but at about half
-the return: the cost estimate on that task is noisy (standard error 0.6-0.9 of the limit),
-and a fast controller keeps the policy in recovery before it has learned to reach goals.
-``pid_noise_ref`` speeds the gains up where the estimate is precise (off by default).
+The integral may fall to -1 (full authority): on SafetyPointGoal1-v0 a floor of -0.5 let u
+reach -1 only above about twice the limit and the run ended at 1.9x its limit. The gains
+ki 0.02, kp 0.5 hold where the estimate's relative standard error se / d is ``noise_ref``
+(0.8, PointGoal1's early noise) or worse, and grow as noise_ref d / se up to ``max_speedup``
+(4x) where it is precise (HalfCheetah's se / d is about 0.12): fast fixed gains held
+HalfCheetah's and Circle's limit but kept PointGoal1 in recovery before it learned to reach
+goals, and slow ones left HalfCheetah at 1.3x its limit (docs/results.md, "Holding the limit:
+the controller's defaults").
 
 The sphere overstates the cut the E-step can reach: with the bound v >= b and a sparse,
 heavy-tailed A_c (a few samples that enter a hazard) the hazard samples sit at the bound, and
@@ -67,7 +68,8 @@ from dynacppo_lite.schedules import ModeSwitch
 
 @dataclass
 class MarginController:
-    """u = clip(I + kp e, -1, 1) with I <- clip(I + ki e, integral_min, 1) on each fresh estimate.
+    """u = clip(I + g kp e, -1, 1) with I <- clip(I + g ki e, integral_min, 1) on each fresh
+    estimate, g = clip(noise_ref d / se, 1, max_speedup) (:meth:`speedup`; 1 when noise_ref is 0).
 
     The policy integrates u by itself (each E-step moves cost at a rate set by u; u = 0 holds
     it), so the proportional term does most of the work and the integral only removes the
