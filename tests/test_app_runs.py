@@ -83,3 +83,22 @@ def test_demo_runs_with_other_settings_replace_the_set(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover - a manual run
     pytest.main([__file__, "-v", "-s"])
+
+
+def test_bench_app_waits_for_a_warm_pool_and_says_when_it_never_warms():
+    """``bench app --pool N`` measures a class that arrives after the pool is warm: it waits for
+    N kernels and an idle server tree, and gives up with a message (the first pool measurement
+    let the class in while the pool was still starting)."""
+    import subprocess
+
+    from dynacppo_lite.bench.app import tree_cpu_s, wait_pool_warm
+
+    idle = subprocess.Popen(["sleep", "30"])
+    try:
+        assert tree_cpu_s(idle.pid) < 0.5
+        assert wait_pool_warm(idle.pid, 0, window_s=0.5) < 5  # no pool, idle: at once
+        with pytest.raises(RuntimeError, match="pool of 1 kernels was not warm"):
+            wait_pool_warm(idle.pid, 1, timeout=1.0, window_s=0.5)  # a kernel that never comes
+    finally:
+        idle.kill()
+        idle.wait()

@@ -207,6 +207,31 @@ def kernel_count(pid: int) -> int:
     return server_pss_mib(pid)[1]
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process tree's live processes."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def wait_pool_warm(pid: int, pool: int, timeout: float = 600, window_s: float = 5.0) -> float:
+    """Wait until ``pool`` preheated kernels exist and the server's tree is idle (under 0.2 CPU
+    over ``window_s``): the class arrives after the pool is warm. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        before = tree_cpu_s(pid)
+        time.sleep(window_s)
+        if kernel_count(pid) >= pool and tree_cpu_s(pid) - before < 0.2 * window_s:
+            return time.monotonic() - t0
+    raise RuntimeError(f"bench app: the pool of {pool} kernels was not warm within {timeout:.0f} s")
+
+
 class AppServer:
     """``make app`` on a free port, in its own session (make and Voila stop together)."""
 
@@ -310,6 +335,9 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         server.wait_up()
         time.sleep(3)  # the idle size once the server settled
+        if args.pool:
+            print(f"bench app: pool of {args.pool} warm after "
+                  f"{wait_pool_warm(server.proc.pid, args.pool):.0f} s", flush=True)
         row = asyncio.run(load(server, n, timeout=args.timeout,
                                after_cull=args.cull_idle + 3 * args.cull_interval + 30
                                if args.after_cull else None))
