@@ -102,7 +102,7 @@ site: $(DOCS_STAMP)
 #   APP_MAX_VISITORS   live kernels at most; the next visitor gets "the app is full" (0: no limit)
 #   APP_CULL_IDLE      seconds idle before a kernel is shut down (0: never); checked every
 #                      APP_CULL_INTERVAL s; APP_CULL_CONNECTED=1 culls open tabs too
-#   APP_POOL           preheated kernels kept ready (0: none; not measured)
+#   APP_POOL           preheated kernels kept ready (0: none; 20 gets a class of 20 in within 1 s, docs/course.md)
 APP_HOST ?= 127.0.0.1
 APP_PORT ?= 8866
 APP_MAX_VISITORS ?= 20
