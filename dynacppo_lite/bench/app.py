@@ -190,11 +190,16 @@ async def visit(base: str, visit_: Visit, sockets: list[KernelSocket], timeout: 
         visit_.error = f"{type(exc).__name__}: {exc}"[:200]
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def server_pss_mib(pid: int) -> tuple[float, int]:
     """PSS of a process tree (MiB; shared pages split between their users) and its kernels."""
     total, kernels = 0.0, 0
-    root = psutil.Process(pid)
-    for p in [root, *root.children(recursive=True)]:
+    for p in process_tree(pid):
         try:
             total += p.memory_full_info().pss / 2**20
             kernels += "ipykernel_launcher" in " ".join(p.cmdline())
@@ -210,8 +215,7 @@ def kernel_count(pid: int) -> int:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process tree's live processes."""
     total = 0.0
-    root = psutil.Process(pid)
-    for p in [root, *root.children(recursive=True)]:
+    for p in process_tree(pid):
         try:
             t = p.cpu_times()
             total += t.user + t.system
