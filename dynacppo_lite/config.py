@@ -94,6 +94,10 @@ class Config:
     target_kl: float | None = 0.02
     """Stop the policy epochs early once the approximate KL exceeds this (``None``: never); the
     paper's KL target and OmniSafe's early-stop value."""
+    kl_stop: str = "epoch"
+    """Where ``target_kl`` is checked: ``epoch`` (after each pass over the batch, on the whole
+    batch: CleanRL, OmniSafe) or ``minibatch`` (before each gradient step, on its minibatch:
+    Spinning Up's check per step), which keeps one pass from overshooting the target."""
     max_grad_norm: float = 0.5
     """Gradient-norm clip for all networks."""
     init_log_std: float = -0.5
@@ -197,6 +201,12 @@ class Config:
     cost_window: int = 20
     """Finished episodes in the cost estimate J_c that the E-step margin, the switch and the
     Lagrange multiplier steer by (OmniSafe averages the episodes of a 20,000-step epoch)."""
+    cost_pool: int = 1
+    """Real batches whose cost advantages set the update's cost direction: this one and the
+    ``cost_pool - 1`` before it, reweighted to the current policy (``cost_pool.py``); the reward
+    direction is always this batch's. 1: this batch only."""
+    cost_pool_cap: float = 1.0
+    """Cap on the pooled samples' importance weights pi / mu (Retrace's c-bar)."""
 
     # --- PPO-Lagrangian ---
     clip_ratio: float = 0.2
@@ -289,6 +299,10 @@ class Config:
         checks = [
             (self.algo in ALGOS, f"algo must be one of {ALGOS}, got {self.algo!r}"),
             (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (self.cost_pool >= 1, f"cost_pool must be >= 1 (batches), got {self.cost_pool}"),
+            (self.cost_pool_cap > 0, f"cost_pool_cap must be > 0, got {self.cost_pool_cap}"),
+            (self.kl_stop in ("epoch", "minibatch"),
+             f"kl_stop must be 'epoch' or 'minibatch', got {self.kl_stop!r}"),
             (self.estep_method in ("exact", "heuristic"),
              f"estep_method must be 'exact' or 'heuristic', got {self.estep_method!r}"),
             (self.total_steps > 0, f"total_steps must be > 0, got {self.total_steps}"),

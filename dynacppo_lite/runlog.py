@@ -313,7 +313,8 @@ def read_progress(run_dir: str | Path):
 def trainer_state(trainer: Any, iteration: int) -> dict[str, Any]:
     """What ``checkpoint.pt`` holds after ``iteration`` of a ``train.Trainer``: its config, the
     networks and optimisers, the cost control and cost window, the last episode means, every
-    random generator, the observation normaliser and (dyna-cppo) the model and replay buffer."""
+    random generator, the observation normaliser, (dyna-cppo) the model and replay buffer and
+    (``cost_pool`` > 1) the pooled batches."""
     t = trainer
     state = {
         "config": t.cfg.to_dict(), "iteration": iteration, "elapsed": t.elapsed,
@@ -325,6 +326,8 @@ def trainer_state(trainer: Any, iteration: int) -> dict[str, Any]:
     }
     if t.dyna is not None:
         state["dyna"] = t.dyna.state_dict()
+    if t.cfg.cost_pool > 1:
+        state["cost_pool"] = t.cost_pool.state_dict()
     return state
 
 
@@ -347,6 +350,8 @@ def restore_trainer(trainer: Any, ckpt: Mapping[str, Any]) -> int:
         t.gen.set_state(ckpt["gen"])
         if t.dyna is not None:
             t.dyna.load_state_dict(ckpt["dyna"])
+        if t.cfg.cost_pool > 1:
+            t.cost_pool.load_state_dict(ckpt["cost_pool"])
         t.elapsed = float(ckpt["elapsed"])
         return int(ckpt["iteration"]) + 1
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

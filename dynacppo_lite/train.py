@@ -40,6 +40,7 @@ from dynacppo_lite.batch import Batch, first_order_change
 from dynacppo_lite.config import Config
 from dynacppo_lite.cost_control import Decision, make_cost_control
 from dynacppo_lite.cost_estimate import CostEstimate
+from dynacppo_lite.cost_pool import CostPool
 from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
@@ -114,8 +115,10 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
                   clip_range: tuple[float, float], gen: torch.Generator,
                   v_target: torch.Tensor | Callable[[], torch.Tensor] | None = None,
                   after_epoch: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
-    """Epochs of minibatches on ``loss_fn(logp_new, idx)``, each epoch stopping the update once
-    the realised KL passes ``cfg.target_kl``; returns the update's CSV fields.
+    """Epochs of minibatches on ``loss_fn(logp_new, idx)``, stopping the update once the
+    realised KL passes ``cfg.target_kl`` (checked after each epoch on the batch, or with
+    ``cfg.kl_stop = "minibatch"`` before each step on its minibatch); returns the update's CSV
+    fields.
 
     ``kl`` is the realised approximate KL of the updated policy on the batch, ``clip_frac`` the
     share of ratios outside the loss's ``clip_range`` (lo, hi), ``mstep_{reward,cost}_change``
@@ -128,16 +131,24 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     n = len(batch.logp)
     loss = torch.zeros(())
     epochs_run = 0
+    per_step = cfg.kl_stop == "minibatch" and cfg.target_kl is not None
+    stopped = False
     for _ in range(cfg.update_epochs):
         epochs_run += 1
         for mb in _minibatches(n, cfg.num_minibatches, gen, batch.obs.device):
             dist = agent.pi(batch.obs[mb])
             logp_new = agent.pi.log_prob(dist, batch.act[mb])
+            if per_step and mstep_diagnostics(logp_new, batch.logp[mb],
+                                              lower_clip=lo)["approx_kl"] > cfg.target_kl:
+                stopped = True
+                break
             loss = loss_fn(logp_new, mb)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(agent.pi.parameters(), cfg.max_grad_norm)
             opt.step()
+        if stopped:
+            break
         if cfg.target_kl is not None or after_epoch is not None:
             with torch.no_grad():
                 logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
@@ -215,6 +226,7 @@ class Trainer:
         self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device) if cfg.algo == "dyna-cppo" else None
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
+        self.cost_pool = CostPool(cfg.cost_pool - 1, cfg.cost_pool_cap)
         self.start_iter, self.elapsed = 0, 0.0
         if resume is not None:
             self.run_dir = Path(resume)
@@ -385,6 +397,9 @@ class Trainer:
                 critic_batch = batch.cat(imagined)
                 if cfg.imagined_policy:
                     batch = critic_batch
+        pooled = self.cost_pool.cost_batch(lambda o, a: agent.pi.log_prob(agent.pi(o), a))
+        if pooled is not None:
+            batch = batch.cat(pooled)
         t_e0 = time.perf_counter()
 
         update = self._cppo_update if self.cost_control.uses_estep else self._lagrangian_update
@@ -396,6 +411,7 @@ class Trainer:
                 agent, self.pi_opt, self.envs, real, cfg.imagined_frac * self.batch_size,
                 lambda more: self._cppo_update(more, decision, mode, lower_clip)[2],
                 mode, row["estep_margin"]))
+        self.cost_pool.push(real)
         t_m = time.perf_counter()
         loss_vr, loss_vc = update_critics(agent, self.vf_opt, critic_batch, cfg, self.gen)
         t_end = time.perf_counter()

@@ -27,8 +27,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "maths": ("gae", "estep", "mstep", "lagrangian"),
     "models": ("nets", "dynamics", "buffer"),
     "world": ("envs",),
-    "loop": ("config", "seeding", "schedules", "cost_estimate", "cost_control", "runlog", "batch",
-             "plugins", "rollout", "imagine", "train", "evaluation"),
+    "loop": ("config", "seeding", "schedules", "cost_estimate", "cost_pool", "cost_control", "runlog",
+             "batch", "plugins", "rollout", "imagine", "train", "evaluation"),
     "faces": ("__init__", "__main__", "cli", "bench", "plots", "figures", "widgets", "exercises",
               "course"),
 }
