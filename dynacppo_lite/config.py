@@ -94,10 +94,6 @@ class Config:
     target_kl: float | None = 0.02
     """Stop the policy epochs early once the approximate KL exceeds this (``None``: never); the
     paper's KL target and OmniSafe's early-stop value."""
-    kl_stop: str = "epoch"
-    """Where ``target_kl`` is checked: ``epoch`` (after each pass over the batch, on the whole
-    batch: CleanRL, OmniSafe) or ``minibatch`` (before each gradient step, on its minibatch:
-    Spinning Up's check per step), which keeps one pass from overshooting the target."""
     max_grad_norm: float = 0.5
     """Gradient-norm clip for all networks."""
     init_log_std: float = -0.5
@@ -301,8 +297,6 @@ class Config:
             (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
             (self.cost_pool >= 1, f"cost_pool must be >= 1 (batches), got {self.cost_pool}"),
             (self.cost_pool_cap > 0, f"cost_pool_cap must be > 0, got {self.cost_pool_cap}"),
-            (self.kl_stop in ("epoch", "minibatch"),
-             f"kl_stop must be 'epoch' or 'minibatch', got {self.kl_stop!r}"),
             (self.estep_method in ("exact", "heuristic"),
              f"estep_method must be 'exact' or 'heuristic', got {self.estep_method!r}"),
             (self.total_steps > 0, f"total_steps must be > 0, got {self.total_steps}"),

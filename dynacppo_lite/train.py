@@ -115,10 +115,8 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
                   clip_range: tuple[float, float], gen: torch.Generator,
                   v_target: torch.Tensor | Callable[[], torch.Tensor] | None = None,
                   after_epoch: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
-    """Epochs of minibatches on ``loss_fn(logp_new, idx)``, stopping the update once the
-    realised KL passes ``cfg.target_kl`` (checked after each epoch on the batch, or with
-    ``cfg.kl_stop = "minibatch"`` before each step on its minibatch); returns the update's CSV
-    fields.
+    """Epochs of minibatches on ``loss_fn(logp_new, idx)``, each epoch stopping the update once
+    the realised KL passes ``cfg.target_kl``; returns the update's CSV fields.
 
     ``kl`` is the realised approximate KL of the updated policy on the batch, ``clip_frac`` the
     share of ratios outside the loss's ``clip_range`` (lo, hi), ``mstep_{reward,cost}_change``
@@ -131,24 +129,16 @@ def update_policy(agent: ActorCritic, opt: torch.optim.Optimizer, batch: Batch,
     n = len(batch.logp)
     loss = torch.zeros(())
     epochs_run = 0
-    per_step = cfg.kl_stop == "minibatch" and cfg.target_kl is not None
-    stopped = False
     for _ in range(cfg.update_epochs):
         epochs_run += 1
         for mb in _minibatches(n, cfg.num_minibatches, gen, batch.obs.device):
             dist = agent.pi(batch.obs[mb])
             logp_new = agent.pi.log_prob(dist, batch.act[mb])
-            if per_step and mstep_diagnostics(logp_new, batch.logp[mb],
-                                              lower_clip=lo)["approx_kl"] > cfg.target_kl:
-                stopped = True
-                break
             loss = loss_fn(logp_new, mb)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(agent.pi.parameters(), cfg.max_grad_norm)
             opt.step()
-        if stopped:
-            break
         if cfg.target_kl is not None or after_epoch is not None:
             with torch.no_grad():
                 logp_all = agent.pi.log_prob(agent.pi(batch.obs), batch.act)
