@@ -63,6 +63,7 @@ class Run:
     after: np.ndarray  # ... and of its end
     rewards: np.ndarray  # (T,)
     costs: np.ndarray  # (T,)
+    actions: np.ndarray  # (T, act_dim): what each step was given
     infos: tuple[dict, ...]  # (T,)
     task: object  # the env's task, for its constants
 
@@ -106,6 +107,7 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
     task.cost_conf.constrain_indicator = not shaped
     rng = np.random.default_rng(zlib.crc32(env_id.encode()))
     states, observations, before, after, rewards, costs, infos = [], [], [], [], [], [], []
+    actions = []
     spec = None
     for seed in seeds:
         # the last of several seeds seeks hazards, the others the goal
@@ -115,7 +117,8 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
         states.append(read_state(env, spec))
         observations.append(obs)
         for _ in range(steps):
-            obs, rew, cst, terminated, truncated, info = env.step(act())
+            actions.append(act())
+            obs, rew, cst, terminated, truncated, info = env.step(actions[-1])
             before.append(len(states) - 1)
             states.append(read_state(env, spec))
             observations.append(obs)
@@ -129,7 +132,8 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
                 observations.append(obs)
     env.close()
     return Run(stack_states(states), np.array(observations), np.array(before), np.array(after),
-               np.array(rewards), np.array(costs, dtype=np.float64), tuple(infos), task)
+               np.array(rewards), np.array(costs, dtype=np.float64), np.array(actions),
+               tuple(infos), task)
 
 
 def _rows(states: CoordinateState, index: np.ndarray) -> CoordinateState:
