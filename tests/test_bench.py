@@ -77,6 +77,9 @@ def test_bench_learning_tiny(tmp_path, monkeypatch):
         tail = [pd.read_csv(f"{runs[key(r['algo'], s)]}/progress.csv") for s in (0, 1)]
         final = [t[t["step"] >= 0.9 * t["step"].max()]["ep_return"].mean() for t in tail]
         assert np.isclose(r["return_mean"], np.mean(final))
+        assert np.isclose(r["cum_cost_mean"], np.mean([(t["ep_cost"] * t["episodes"]).sum()
+                                                       for t in tail]))
+    assert "cum_cost_mean" in (tmp_path / "learning.md").read_text()
     assert (tmp_path / "fig" / f"learning_{TOY_ENV_ID}.png").is_file()
     # The return/cost plane: each seed's (cost, return) as the table scores it, the mean marker
     # at the table's means, the limit line at the task's limit; written beside the curves.
@@ -91,6 +94,17 @@ def test_bench_learning_tiny(tmp_path, monkeypatch):
         TOY_COST_LIMIT]
     assert rows[0]["plane"] == str(tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png")
     assert (tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png").is_file()
+
+
+def test_cumulative_cost_sums_the_episodes_that_ended() -> None:
+    """An iteration without an ended episode repeats the last ep_cost (the trainer carries it)
+    and must add nothing; a curve without episode counts (a reference) has none."""
+    from dynacppo_lite.bench.learning import summarise
+
+    df = pd.DataFrame({"step": [1000, 2000, 3000, 4000], "ep_return": [1.0, 2.0, 2.0, 3.0],
+                       "ep_cost": [30.0, 10.0, 10.0, 20.0], "episodes": [2, 1, 0, 3]})
+    assert summarise(df, 25.0, None)["cum_cost"] == 30 * 2 + 10 + 20 * 3
+    assert np.isnan(summarise(df.drop(columns="episodes"), 25.0, None)["cum_cost"])
 
 
 def test_bench_learning_scores_the_reference_curve_over_the_same_budget(tmp_path, monkeypatch):
