@@ -20,15 +20,15 @@ def test_bench_estep_tiny(tmp_path):
 
 
 def test_bench_throughput_tiny(tmp_path):
-    assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo", "dyna-cppo",
-                     "--workers", "1", "--steps", "3000", "--steps-per-iter", "1000",
-                     "--raw-steps", "500", "--out", str(tmp_path)]) == 0
+    assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo",
+                     "dyna=dyna-cppo,ensemble_size=2", "--workers", "1", "--steps", "3000",
+                     "--steps-per-iter", "1000", "--raw-steps", "500", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "throughput.json").read_text())["results"]
     (env_row,) = results["envs"]
     assert env_row["single_env_sps"] > 0 and env_row["make_env_sps"] > 0
     assert env_row["make_env_gymnasium_sps"] > 0
     rows = results["training"]
-    assert [r["algo"] for r in rows] == ["cppo", "dyna-cppo"]
+    assert [r["algo"] for r in rows] == ["cppo", "dyna"]
     for r in rows:
         assert r["train_sps"] > 0 and 0 < r["ratio"] and r["peak_rss_MiB"] > 0
         assert np.isclose(r["ratio_single"], r["train_sps"] / env_row["single_env_sps"])
@@ -206,6 +206,20 @@ def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     by_name = {r["compared"]: r for r in rows}
     assert by_name["sim: draw vs draw"]["corr"] == pytest.approx(1.0)
     assert by_name["model: draw vs draw"]["corr"] == pytest.approx(1.0)
+
+
+def test_bench_model_r2_compares_the_flat_and_the_coordinate_model(tmp_path):
+    assert cli_main(["bench", "model", "--r2", "--steps", "600", "--epochs", "2",
+                     "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "model_r2.json").read_text())["results"]
+    rows = {r["group"]: r for r in data["rows"]}
+    assert list(rows) == ["sensors", "lidar", "reward", "cost", "pose", "objects"]
+    assert data["fits"]["train"] == 480 and data["fits"]["test"] == 120
+    assert all(np.isfinite(r["coordinate model"]) for g, r in rows.items()
+               if g != "cost")  # 120 steps may cross no hazard: a cost column without variance
+    assert np.isnan(rows["pose"]["flat ensemble"]) and np.isfinite(rows["lidar"]["flat ensemble"])
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "model", "--probes", "4"])  # --run is needed without --r2
 
 
 def test_bench_recovery_cuts_a_fast_toy_policys_cost_on_fresh_episodes(tmp_path):

@@ -124,13 +124,13 @@ def test_a_nonfinite_prediction_is_cut_and_holds_the_state() -> None:
 
 def _fitted(env_id: str):
     """The motion ensemble fitted on the test run's three seeds (900 steps), and held-out
-    transitions of a fourth seed (a new layout)."""
+    transitions of two more seeds (new layouts; the second seeks hazards)."""
     run, start, end, _ = _steps(env_id)
     acts = np.clip(run.actions, -1, 1)
     ensemble = motion_ensemble(start.spec, 2, ensemble_size=3, hidden=(64, 64), seed=0)
     fit_motion(ensemble, start.spec, state_vector(start), acts, state_vector(end),
                max_epochs=200, patience=10, batch_size=64)
-    held = _run(env_id, seeds=(7,), steps=400)
+    held = _run(env_id, seeds=(7, 8), steps=300)
     h_start, h_end = _rows(held.states, held.before), _rows(held.states, held.after)
     return ensemble, held, h_start, h_end, np.clip(held.actions, -1, 1)
 
@@ -139,18 +139,22 @@ def _fitted(env_id: str):
 def test_the_learned_motion_beats_the_mean_change_on_held_out_episodes(env_id: str) -> None:
     ensemble, _, start, end, acts = _fitted(env_id)
     r2 = one_step_r2(ensemble, start.spec, state_vector(start), acts, state_vector(end))
-    assert set(r2) == {"sensors", "pose", "objects", "lidar"}
+    assert set(r2) == {"sensors", "pose", "objects", "lidar", "reward", "cost"}
     assert all(value > 0 for value in r2.values()), r2
 
 
 def test_open_loop_windows_stop_at_episode_ends_and_new_goals() -> None:
-    """One trajectory of the held-out run (T steps, N = 1): the true motions give zero error at
-    h = 1; a window goes on only while no episode ended and no goal was drawn."""
+    """The held-out run's transitions as one trajectory (T steps, N = 1; done where the next
+    transition does not start where this one ended, and at one more step): the true motions
+    give zero error at h = 1; a window goes on only while no episode ended and no goal was
+    drawn."""
     ensemble, held, start, end, acts = _fitted("SafetyPointGoal1-v0")
     rows, next_rows = state_vector(start)[:, None], state_vector(end)[:, None]
     T = len(rows)
     done = np.zeros((T, 1), dtype=bool)
-    done[100] = True  # an episode end (the data has none)
+    done[:-1, 0] = held.after[:-1] != held.before[1:]
+    assert done.sum() == 1  # the change of seed
+    done[100] = True
     goal = held.goal_met()
     assert goal.any()
     err = coordinate_open_loop_errors(ensemble, start.spec, rows, acts[:, None],

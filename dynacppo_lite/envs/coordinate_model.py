@@ -49,6 +49,7 @@ from dynacppo_lite.envs.coordinates import (
     cost,
     motion_between,
     observation,
+    reward,
     reward_terms,
     state_from_vector,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "motion_vector",
     "one_step_r2",
     "r_squared",
+    "redrawn",
     "take",
 ]
 
@@ -255,8 +257,9 @@ class CoordinateErrors:
     count: np.ndarray
 
 
-def _redrawn(spec: CoordinateSpec, rows: np.ndarray, next_rows: np.ndarray) -> np.ndarray:
-    """(N,) bool: the step's fixed objects moved (the env drew a new goal)."""
+def redrawn(spec: CoordinateSpec, rows: np.ndarray, next_rows: np.ndarray) -> np.ndarray:
+    """(N,) bool: the steps, from (N, D) state rows to their successors, in which the fixed
+    objects moved (the env drew a new goal)."""
     state, after = state_from_vector(spec, rows), state_from_vector(spec, next_rows)
     moved = np.zeros(len(rows), dtype=bool)
     for name, _ in spec.groups:
@@ -281,7 +284,7 @@ def coordinate_open_loop_errors(ensemble: DynamicsEnsemble, spec: CoordinateSpec
     rows, next_rows = (np.asarray(x, dtype=np.float64).reshape(flat, -1) for x in (states, next_states))
     act = np.asarray(act).reshape(flat, -1)
     rew, cost_ = (np.asarray(x, dtype=np.float64).reshape(flat) for x in (rew, cost_))
-    stop = np.asarray(done, dtype=bool).reshape(flat) | _redrawn(spec, rows, next_rows)
+    stop = np.asarray(done, dtype=bool).reshape(flat) | redrawn(spec, rows, next_rows)
     sigma = ensemble.out_std[6:].double().cpu().numpy()
     t0 = np.repeat(np.arange(T), N)
     n = np.tile(np.arange(N), T)
@@ -342,13 +345,14 @@ def one_step_r2(ensemble: DynamicsEnsemble, spec: CoordinateSpec, rows: np.ndarr
     """:func:`r_squared` per group of the ensemble-mean one-step prediction on N transitions
     (state rows and successors (N, D), actions (N, act_dim)), each target a change over the
     step: ``sensors`` (S), ``pose`` (the body-frame translation and rotation vector),
-    ``objects`` (their robot-frame x-y) and ``lidar`` (the observation's lidar entries,
-    computed from the predicted coordinates). Steps in which the env drew a new goal are left
-    out (no model of coordinates predicts where it is drawn)."""
+    ``objects`` (their robot-frame x-y, the objects of the start on both sides) and ``lidar``
+    (the observation's lidar entries, computed from the predicted coordinates; steps in which
+    the env drew a new goal are left out here, since no model of coordinates predicts where it
+    is drawn); and the step's ``reward`` and ``cost`` (the task's formulas of the predicted
+    coordinates against those of the real ones, which are the env's)."""
     rows, next_rows = np.asarray(rows, dtype=np.float64), np.asarray(next_rows, dtype=np.float64)
-    kept = ~_redrawn(spec, rows, next_rows)
-    state, real = state_from_vector(spec, rows[kept]), state_from_vector(spec, next_rows[kept])
-    mean = _predict_motion(ensemble, state, np.asarray(act)[kept])[0].mean(0).double().cpu().numpy()
+    state, real = state_from_vector(spec, rows), state_from_vector(spec, next_rows)
+    mean = _predict_motion(ensemble, state, act)[0].mean(0).double().cpu().numpy()
     after = apply_motion(state, motion_from_vector(mean))
     true_motion = motion_vector(motion_between(state, real))
     xy = np.concatenate(list(state.objects.values()), axis=1)
@@ -357,11 +361,13 @@ def one_step_r2(ensemble: DynamicsEnsemble, spec: CoordinateSpec, rows: np.ndarr
     def objects(s: CoordinateState) -> np.ndarray:
         return ego_xy(xy, s.position, s.rotation).reshape(len(xy), -1) - seen
 
-    lidar = np.array([i for i in range(spec.obs_size) if i not in set(spec.sensor_index)],
-                     dtype=np.intp)
-    before = observation(state)[:, lidar]
+    kept = ~redrawn(spec, rows, next_rows)
+    lidar = np.setdiff1d(np.arange(spec.obs_size), spec.sensor_index)
+    before = observation(take(state, kept))[:, lidar]
     return {"sensors": r_squared(mean[:, 6:], true_motion[:, 6:]),
             "pose": r_squared(mean[:, :6], true_motion[:, :6]),
             "objects": r_squared(objects(after), objects(real)),
-            "lidar": r_squared(observation(after)[:, lidar] - before,
-                               observation(real)[:, lidar] - before)}
+            "lidar": r_squared(observation(take(after, kept))[:, lidar] - before,
+                               observation(take(real, kept))[:, lidar] - before),
+            "reward": r_squared(reward(state, after)[:, None], reward(state, real)[:, None]),
+            "cost": r_squared(cost(after)[:, None], cost(real)[:, None])}
