@@ -91,7 +91,7 @@ def kept_steps(ended: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(ended.int(), 0) - ended.int() == 0
 
 
-def imagine_branches(model_env: ModelEnv | SimulatorEnv | Any, agent: ActorCritic,
+def imagine_branches(model_env: ModelEnv | SimulatorEnv | CoordinateModelEnv, agent: ActorCritic,
                      start_obs: torch.Tensor, horizon: int, normalize: Any, *, gamma: float,
                      lam: float, cost_gamma: float, cost_lam: float, low: np.ndarray,
                      high: np.ndarray,
@@ -269,9 +269,10 @@ class DynaModel:
             return row
         done = ro.terminated | ro.truncated
         if self.coordinates is None:
-            err, keys = self.ensemble.open_loop_errors(
+            err = self.ensemble.open_loop_errors(
                 ro.raw_obs, ro.env_act, ro.rew, ro.cost, ro.raw_next_obs, done,
-                self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS), ("obs", "rew", "cost")
+                self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
+            keys = ("obs", "rew", "cost")
         else:
             err = coordinate_open_loop_errors(
                 self.ensemble, self.coordinates, ro.states, ro.env_act, ro.rew.cpu().numpy(),

@@ -126,12 +126,6 @@ def fit_motion(ensemble: DynamicsEnsemble, spec: CoordinateSpec, rows: np.ndarra
     return ensemble.fit_targets(inputs, act, targets, **options)
 
 
-def _predict_motion(ensemble: DynamicsEnsemble, state: CoordinateState,
-                    act: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's Gaussian over the motion from ``state``: (mean, var), each (E, B, 6 + S)."""
-    return ensemble.predict(state.sensors, act)
-
-
 class CoordinateModelEnv:
     """A batched environment over the coordinate model, with ``dynamics.ModelEnv``'s interface.
 
@@ -175,11 +169,6 @@ class CoordinateModelEnv:
         self._state = state_from_vector(self.spec, rows)
         return self._tensor(observation(self._state)), {}
 
-    def set_state(self, state: CoordinateState) -> torch.Tensor:
-        """Start branches at ``state`` itself (float64, exact); returns its observation."""
-        self._state = state
-        return self._tensor(observation(state))
-
     @torch.no_grad()
     def step(self, actions: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                           torch.Tensor, torch.Tensor, dict]:
@@ -188,8 +177,8 @@ class CoordinateModelEnv:
         if state is None:
             raise RuntimeError("CoordinateModelEnv: call reset(start) before step(actions)")
         dev = self.ensemble.device
-        mean, var = _predict_motion(self.ensemble, state, self._tensor(
-            actions.detach().cpu().numpy() if torch.is_tensor(actions) else actions))
+        act = actions.detach().cpu().numpy() if torch.is_tensor(actions) else actions
+        mean, var = self.ensemble.predict(state.sensors, self._tensor(act))  # (E, B, 6 + S)
         n_members, batch = mean.shape[:2]
         rows = torch.arange(batch, device=dev)
         member = torch.randint(n_members, (batch,), generator=self.generator, device=dev)
@@ -270,20 +259,20 @@ def redrawn(spec: CoordinateSpec, rows: np.ndarray, next_rows: np.ndarray) -> np
 
 @torch.no_grad()
 def coordinate_open_loop_errors(ensemble: DynamicsEnsemble, spec: CoordinateSpec,
-                                states: np.ndarray, act: np.ndarray, rew: np.ndarray,
-                                cost_: np.ndarray, next_states: np.ndarray, done: np.ndarray,
+                                states: np.ndarray, act: np.ndarray, rewards: np.ndarray,
+                                costs: np.ndarray, next_states: np.ndarray, done: np.ndarray,
                                 horizon: int, max_starts: int | None = None) -> CoordinateErrors:
     """:class:`CoordinateErrors` at h = 1..``horizon`` on T steps of N trajectories, time first:
     states/next_states (T, N, D) rows (``next_states[t]`` the true successor, at an episode end
-    the state it ended in), act (T, N, act_dim), rew/cost_/done (T, N). ``max_starts``: as
+    the state it ended in), act (T, N, act_dim), rewards/costs/done (T, N). ``max_starts``: as
     ``DynamicsEnsemble.open_loop_errors`` (h = 1 scores every transition)."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    T, N = np.shape(rew)
+    T, N = np.shape(rewards)
     flat = T * N
     rows, next_rows = (np.asarray(x, dtype=np.float64).reshape(flat, -1) for x in (states, next_states))
     act = np.asarray(act).reshape(flat, -1)
-    rew, cost_ = (np.asarray(x, dtype=np.float64).reshape(flat) for x in (rew, cost_))
+    rewards, costs = (np.asarray(x, dtype=np.float64).reshape(flat) for x in (rewards, costs))
     stop = np.asarray(done, dtype=bool).reshape(flat) | redrawn(spec, rows, next_rows)
     sigma = ensemble.out_std[6:].double().cpu().numpy()
     t0 = np.repeat(np.arange(T), N)
@@ -305,12 +294,12 @@ def coordinate_open_loop_errors(ensemble: DynamicsEnsemble, spec: CoordinateSpec
         if len(t0) == 0:
             break
         i = (t0 + j) * N + n  # the flat index of step t0 + j of each window
-        mean = _predict_motion(ensemble, s, act[i])[0].mean(0).double().cpu().numpy()
+        mean = ensemble.predict(s.sensors, act[i])[0].mean(0).double().cpu().numpy()
         after = apply_motion(s, motion_from_vector(mean))
         real = state_from_vector(spec, next_rows[i])
         pred_r = pred_r + sum(reward_terms(s, after).values(), np.zeros(len(i)))
         pred_c = pred_c + cost(after)
-        real_r, real_c = real_r + rew[i], real_c + cost_[i]
+        real_r, real_c = real_r + rewards[i], real_c + costs[i]
         count[j] = len(i)
         out["sensors"][j] = np.sqrt(np.mean(((after.sensors - real.sensors) / sigma) ** 2))
         out["pose"][j] = np.sqrt(np.mean(np.sum((after.position - real.position) ** 2, axis=1)))
@@ -352,7 +341,7 @@ def one_step_r2(ensemble: DynamicsEnsemble, spec: CoordinateSpec, rows: np.ndarr
     coordinates against those of the real ones, which are the env's)."""
     rows, next_rows = np.asarray(rows, dtype=np.float64), np.asarray(next_rows, dtype=np.float64)
     state, real = state_from_vector(spec, rows), state_from_vector(spec, next_rows)
-    mean = _predict_motion(ensemble, state, act)[0].mean(0).double().cpu().numpy()
+    mean = ensemble.predict(state.sensors, act)[0].mean(0).double().cpu().numpy()
     after = apply_motion(state, motion_from_vector(mean))
     true_motion = motion_vector(motion_between(state, real))
     xy = np.concatenate(list(state.objects.values()), axis=1)
