@@ -22,7 +22,7 @@ ALGO_COST_CONTROLS: dict[str, tuple[str, ...]] = {
 }
 COST_CONTROLS = ("auto", "pid", "margin", "bang-bang", "lagrangian", "pid-lagrangian")
 MSTEPS = ("linear", "tracking")
-DYNA_MODELS = ("ensemble", "simulator")
+DYNA_MODELS = ("ensemble", "simulator", "coordinates")
 #: Config fields renamed since runs were first saved: old name -> name today. ``config.json``,
 #: checkpoints, ``--set`` and a resume's ``changes`` may use either (:func:`renamed_fields`).
 RENAMED_FIELDS = {"kl": "estep_kl", "reach_init": "rho_init", "reach_smoothing": "rho_smoothing",
@@ -245,7 +245,13 @@ class Config:
     (``dynamics.ModelEnv``). ``simulator``: the simulator itself, set to each branch's state
     (``envs.simulator.SimulatorEnv``, a perfect model: the ceiling of what imagined branches can
     give); only for tasks whose observation is the MuJoCo state, such as
-    SafetyHalfCheetahVelocity-v1. The ensemble is then not fitted and its columns stay empty."""
+    SafetyHalfCheetahVelocity-v1. The ensemble is then not fitted and its columns stay empty.
+    ``coordinates``: the navigation tasks' coordinate model (``envs.coordinate_model``): the
+    rollout records the privileged coordinate state (robot pose and sensors, object
+    positions), the ensemble learns the robot's motion, and the lidar observation, reward and
+    cost of imagined steps are the task's formulas of the predicted coordinates; the policy
+    still sees only the observation. For the Goal (levels 0-1) and Circle tasks on Point and
+    Car; elsewhere a one-line error."""
     ensemble_size: int = 5
     """Members of the dynamics ensemble."""
     model_hidden: tuple[int, ...] = (200, 200)

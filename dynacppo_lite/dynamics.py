@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,16 +114,22 @@ class DynamicsEnsemble(nn.Module):
     numbers: the mean and the raw log-variance. ``weight_decay`` is an L2 penalty on the
     weights (not biases), MBPO-style. ``seed`` fixes the initial weights and, unless ``fit`` is
     given its own generator, the split, bootstrap and shuffling of every fit.
+
+    ``out_dim`` other than obs_dim + 2 makes it a model of other targets y (D = out_dim) from
+    (s, a), fitted with :meth:`fit_targets` (the coordinate model's motion,
+    ``envs.coordinate_model``); :meth:`fit`, :meth:`open_loop_errors` and :class:`ModelEnv`
+    are for y = (s' - s, r, c) only.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, *, ensemble_size: int = 5,
                  hidden: tuple[int, ...] = (200, 200), lr: float = 1e-3,
                  weight_decay: float = 5e-5, min_logvar: float = -10.0,
                  max_logvar: float = 0.5, device: str | torch.device = "cpu",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, out_dim: int | None = None) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.ensemble_size = obs_dim, act_dim, ensemble_size
-        self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + 2
+        self.in_dim = obs_dim + act_dim
+        self.out_dim = obs_dim + 2 if out_dim is None else out_dim
         self._gen = torch.Generator()
         if seed is None:
             self._gen.seed()
@@ -226,11 +233,21 @@ class DynamicsEnsemble(nn.Module):
         return ((mean - yn) ** 2).mean(dim=(1, 2)), self._nll(mean, logvar, yn)
 
     def fit(self, obs: ArrayLike, act: ArrayLike, rew: ArrayLike, cost: ArrayLike,
-            next_obs: ArrayLike, *, holdout_frac: float = 0.2, max_epochs: int = 100,
-            batch_size: int = 256, patience: int = 5, bootstrap: bool = True,
-            max_holdout: int = 5000, generator: torch.Generator | None = None) -> FitResult:
+            next_obs: ArrayLike, **options: Any) -> FitResult:
         """Fit all members on N transitions: obs/next_obs (N, obs_dim), act (N, act_dim),
-        rew/cost (N,), numpy or torch.
+        rew/cost (N,), numpy or torch; the targets are y = (s' - s, r, c). ``options``: those
+        of :meth:`fit_targets`."""
+        if self.out_dim != self.obs_dim + 2:
+            raise ValueError(f"this ensemble predicts {self.out_dim} targets, not (s' - s, r, c): "
+                             "fit it with fit_targets")
+        return self.fit_targets(obs, act, self._targets(obs, rew, cost, next_obs), **options)
+
+    def fit_targets(self, obs: ArrayLike, act: ArrayLike, targets: ArrayLike, *,
+                    holdout_frac: float = 0.2, max_epochs: int = 100, batch_size: int = 256,
+                    patience: int = 5, bootstrap: bool = True, max_holdout: int = 5000,
+                    generator: torch.Generator | None = None) -> FitResult:
+        """Fit all members on N samples x = (obs (N, obs_dim), act (N, act_dim)) -> targets
+        (N, out_dim), numpy or torch.
 
         A random ``holdout_frac`` of the data, at most ``max_holdout`` transitions (MBPO's cap:
         the held-out set is evaluated in one pass), is held out and shared by all members; the
@@ -242,7 +259,10 @@ class DynamicsEnsemble(nn.Module):
         warm-started: calling fit again continues from the current weights and optimiser state.
         ``generator`` (CPU) drives split, bootstrap and shuffling; default: the seeded one.
         """
-        x, y = self._inputs(obs, act), self._targets(obs, rew, cost, next_obs)
+        x, y = self._inputs(obs, act), self._tensor(targets)
+        if y.shape != (x.shape[0], self.out_dim):
+            raise ValueError(f"targets have shape {tuple(y.shape)}, expected "
+                             f"({x.shape[0]}, {self.out_dim})")
         n = x.shape[0]
         n_min = 2 if holdout_frac > 0 else 1  # one to train on, one to hold out
         if n < n_min:
@@ -303,9 +323,10 @@ class DynamicsEnsemble(nn.Module):
     # --------------------------------------------------------------------------- prediction
     @torch.no_grad()
     def predict(self, obs: ArrayLike, act: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member Gaussian over y = (s' - s, r, c) in original units.
+        """Per-member Gaussian over y = (s' - s, r, c) (or the ``out_dim`` targets) in
+        original units.
 
-        obs (B, obs_dim), act (B, act_dim) -> (mean, var), each (E, B, obs_dim + 2); the
+        obs (B, obs_dim), act (B, act_dim) -> (mean, var), each (E, B, out_dim); the
         predicted next state of member e is ``obs + mean[e, :, :obs_dim]``.
         """
         if not self.fitted:
@@ -346,6 +367,9 @@ class DynamicsEnsemble(nn.Module):
         """
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if self.out_dim != self.obs_dim + 2:
+            raise ValueError("open_loop_errors runs an ensemble of (s' - s, r, c); this one "
+                             f"predicts {self.out_dim} other targets")
         obs, act, next_obs = self._tensor(obs), self._tensor(act), self._tensor(next_obs)
         rew, cost = self._tensor(rew), self._tensor(cost)
         done = torch.as_tensor(done, device=self.device).bool()
@@ -421,6 +445,9 @@ class ModelEnv:
                  generator: torch.Generator | None = None) -> None:
         if kappa < 0:
             raise ValueError(f"kappa must be >= 0 (a pessimistic cost), got {kappa}")
+        if ensemble.out_dim != ensemble.obs_dim + 2:
+            raise ValueError("ModelEnv steps an ensemble of (s' - s, r, c); this one predicts "
+                             f"{ensemble.out_dim} other targets")
         self.ensemble, self.kappa = ensemble, kappa
         self.disagreement_threshold = disagreement_threshold
         self.deterministic, self.terminal_fn = deterministic, terminal_fn

@@ -74,19 +74,20 @@ class Evaluation:
 
 
 def load_trained(run_dir: str | Path, *, num_envs: int = 1, seed: int = 0,
-                 render_mode: str | None = None,
-                 freeze_obs_norm: bool = True) -> tuple[Config, Any, ActorCritic]:
+                 render_mode: str | None = None, freeze_obs_norm: bool = True,
+                 coordinates: bool = False) -> tuple[Config, Any, ActorCritic]:
     """A run's agent and a fresh env to run it in: ``(config, envs, agent)``.
 
     ``agent`` (an ``nets.ActorCritic``: ``agent.pi`` the policy, ``agent.v_r``/``agent.v_c`` the
     critics) is loaded from the run's ``checkpoint.pt``. ``envs`` is ``make_env(config.env_id,
     num_envs, seed)`` scaling observations with the run's normaliser statistics, *frozen*
     (``freeze_obs_norm``): stepping it does not change them. The caller closes ``envs``. For
-    episode returns and costs, use :func:`evaluate`."""
+    episode returns and costs, use :func:`evaluate`. ``coordinates``: the envs also record the
+    coordinate state (``make_env(coordinates=True)``, navigation tasks)."""
     ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = Config.from_dict(ckpt["config"])
     envs = make_env(cfg.env_id, num_envs=num_envs, seed=seed, render_mode=render_mode,
-                    max_episode_steps=cfg.max_episode_steps)
+                    max_episode_steps=cfg.max_episode_steps, coordinates=coordinates)
     envs.load_state_dict(saved_obs_norm(ckpt))
     envs.frozen = freeze_obs_norm
     agent = ActorCritic(envs.single_observation_space.shape[0], envs.single_action_space.shape[0],

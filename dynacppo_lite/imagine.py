@@ -15,12 +15,17 @@ recursion never crosses from one branch into another. A branch ends
 The imagined cost is the ModelEnv's pessimistic ``mean + kappa * std`` over members. With
 ``Config.dyna_model = "simulator"`` the branches step in the simulator itself instead
 (:class:`~dynacppo_lite.envs.simulator.SimulatorEnv`, a perfect model, reward and cost the
-env's), and the ensemble is not fitted: the ceiling of what imagined branches can give.
+env's), and the ensemble is not fitted: the ceiling of what imagined branches can give. With
+``"coordinates"`` (the navigation tasks) the rollout records the privileged coordinate state,
+the ensemble learns the robot's motion from it, and the branches step in
+:class:`~dynacppo_lite.envs.coordinate_model.CoordinateModelEnv`, which computes the lidar
+observation, the reward and the cost with the task's formulas.
 
 Diagnostics (:meth:`DynaModel.update`, one CSV row per iteration): the model's open-loop errors
-on the iteration's real rollout *before* it is refitted on it (data it has not seen), the real
-cost rate beside the imagined one, and how imagined advantages compare with the real GAE
-advantages of the same (s, a) (:func:`advantage_agreement` on probe branches).
+on the iteration's real rollout *before* it is refitted on it (data it has not seen; the
+coordinate model's per group: sensors, pose, objects), the real cost rate beside the imagined
+one, and how imagined advantages compare with the real GAE advantages of the same (s, a)
+(:func:`advantage_agreement` on probe branches).
 """
 
 from __future__ import annotations
@@ -39,12 +44,26 @@ from dynacppo_lite.batch import Batch, first_order_change
 from dynacppo_lite.buffer import ReplayBuffer
 from dynacppo_lite.config import Config
 from dynacppo_lite.dynamics import DynamicsEnsemble, ModelEnv
+from dynacppo_lite.envs.coordinate_model import (
+    CoordinateModelEnv,
+    check_covered,
+    coordinate_open_loop_errors,
+    fit_motion,
+    motion_ensemble,
+)
+from dynacppo_lite.envs.coordinates import CoordinateSpec, state_size
 from dynacppo_lite.envs.simulator import SimulatorEnv
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.nets import ActorCritic, sample_action
 
 if TYPE_CHECKING:
     from dynacppo_lite.rollout import Rollout
+
+
+def records_coordinates(cfg: Config) -> bool:
+    """Whether the run's envs must record the coordinate state: dyna-cppo with the coordinate
+    model (``make_env(coordinates=...)``)."""
+    return cfg.algo == "dyna-cppo" and cfg.dyna_model == "coordinates"
 
 
 @dataclass
@@ -72,13 +91,14 @@ def kept_steps(ended: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(ended.int(), 0) - ended.int() == 0
 
 
-def imagine_branches(model_env: ModelEnv | SimulatorEnv, agent: ActorCritic,
+def imagine_branches(model_env: ModelEnv | SimulatorEnv | CoordinateModelEnv, agent: ActorCritic,
                      start_obs: torch.Tensor, horizon: int, normalize: Any, *, gamma: float,
                      lam: float, cost_gamma: float, cost_lam: float, low: np.ndarray,
                      high: np.ndarray,
                      first_act: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> Branches:
-    """Roll ``horizon`` imagined steps from ``start_obs`` (B, obs_dim, raw units) and run dual
+    """Roll ``horizon`` imagined steps from ``start_obs`` (B, obs_dim, raw units; for the
+    coordinate model (B, D) state rows: whatever the model env's ``reset`` takes) and run dual
     GAE per branch.
 
     ``normalize(raw (B, obs_dim) tensor) -> (B, obs_dim)`` maps raw model states to what the
@@ -185,40 +205,81 @@ class DynaModel:
     :class:`SimulatorEnv` of the run's task) and the ensemble is never fitted: its CSV columns
     (``loss_dyn_*``, ``dyn_fit_epochs``, ``dyn_err_*``) stay empty, and its (unfitted) weights
     still go into checkpoints.
+
+    With ``"coordinates"`` (``coordinates``: the task's ``CoordinateSpec``, from the envs that
+    record the state) the buffer holds the rollouts' state rows, the ensemble predicts the
+    robot's motion from its sensors and the action (``envs.coordinate_model``), and the
+    branches and probes start from state rows; its errors are logged per group
+    (``dyn_err_{sensors,pose,objects,rew,cost}_{1,k}``; ``dyn_err_obs_*`` stay empty).
     """
 
-    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device) -> None:
+    def __init__(self, cfg: Config, obs_dim: int, act_dim: int, device: torch.device,
+                 coordinates: CoordinateSpec | None = None) -> None:
         self.cfg = cfg
         self.device = device
-        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_capacity)
-        self.ensemble = DynamicsEnsemble(obs_dim, act_dim, ensemble_size=cfg.ensemble_size,
-                                         hidden=cfg.model_hidden, lr=cfg.model_lr, device=device,
-                                         seed=cfg.seed)
+        self.coordinates = coordinates if cfg.dyna_model == "coordinates" else None
+        if cfg.dyna_model == "coordinates":
+            if coordinates is None:
+                raise ValueError("dyna_model='coordinates' needs envs that record the coordinate "
+                                 "state (make_env(coordinates=True))")
+            try:
+                check_covered(coordinates)
+            except ValueError as exc:
+                raise ValueError(f"dyna_model='coordinates': {exc}; use dyna_model='ensemble'") from None
+        model = dict(ensemble_size=cfg.ensemble_size, hidden=cfg.model_hidden, lr=cfg.model_lr,
+                     device=device, seed=cfg.seed)
+        if self.coordinates is None:
+            self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_capacity)
+            self.ensemble = DynamicsEnsemble(obs_dim, act_dim, **model)
+        else:
+            self.buffer = ReplayBuffer(state_size(self.coordinates), act_dim, cfg.buffer_capacity)
+            self.ensemble = motion_ensemble(self.coordinates, act_dim, **model)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.model_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
         self.rng = np.random.default_rng(cfg.seed + 3)
         self.simulator = (SimulatorEnv(cfg.env_id, cfg.seed + 4, fast=cfg.fast_env, device=device)
                           if cfg.dyna_model == "simulator" else None)
 
+    def _states(self, ro: Rollout) -> tuple[np.ndarray, np.ndarray]:
+        """The model's states of the rollout and their successors, (T, E, ·): the raw
+        observations, or with the coordinate model the recorded state rows."""
+        if self.coordinates is None:
+            return ro.raw_obs, ro.raw_next_obs
+        if ro.states is None:
+            raise ValueError("dyna_model='coordinates': the rollout recorded no coordinate state")
+        return ro.states, ro.next_states
+
     def add_real(self, ro: Rollout) -> None:
         """Store the rollout's real transitions (raw units) in the FIFO buffer."""
-        n = ro.raw_obs.shape[0] * ro.raw_obs.shape[1]
-        self.buffer.add(ro.raw_obs.reshape(n, -1), ro.env_act.reshape(n, -1),
+        n = ro.rew.numel()
+        obs, next_obs = self._states(ro)
+        self.buffer.add(obs.reshape(n, -1), ro.env_act.reshape(n, -1),
                         ro.rew.reshape(n).cpu().numpy(), ro.cost.reshape(n).cpu().numpy(),
-                        ro.raw_next_obs.reshape(n, -1), ro.terminated.reshape(n).cpu().numpy())
+                        next_obs.reshape(n, -1), ro.terminated.reshape(n).cpu().numpy())
 
     def fresh_errors(self, ro: Rollout) -> dict[str, float]:
         """CSV fields measured on a rollout the model has not been fitted on yet: the real cost
         per step (``real_cost_rate``) and, once the model is fitted, its open-loop errors
         (:meth:`DynamicsEnsemble.open_loop_errors`) at h = 1 and h = ``model_horizon``:
-        ``dyn_err_{obs,rew,cost}_{1,k}``."""
+        ``dyn_err_{obs,rew,cost}_{1,k}``; the coordinate model's per group
+        (:func:`~dynacppo_lite.envs.coordinate_model.coordinate_open_loop_errors`):
+        ``dyn_err_{sensors,pose,objects,rew,cost}_{1,k}``."""
         row = {"real_cost_rate": float(ro.cost.mean())}
         if not bool(self.ensemble.fitted):
             return row
-        err = self.ensemble.open_loop_errors(ro.raw_obs, ro.env_act, ro.rew, ro.cost,
-                                             ro.raw_next_obs, ro.terminated | ro.truncated,
-                                             self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
-        for key in ("obs", "rew", "cost"):
+        done = ro.terminated | ro.truncated
+        if self.coordinates is None:
+            err = self.ensemble.open_loop_errors(
+                ro.raw_obs, ro.env_act, ro.rew, ro.cost, ro.raw_next_obs, done,
+                self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
+            keys = ("obs", "rew", "cost")
+        else:
+            err = coordinate_open_loop_errors(
+                self.ensemble, self.coordinates, ro.states, ro.env_act, ro.rew.cpu().numpy(),
+                ro.cost.cpu().numpy(), ro.next_states, done.cpu().numpy(),
+                self.cfg.model_horizon, max_starts=OPEN_LOOP_STARTS)
+            keys = ("sensors", "pose", "objects", "rew", "cost")
+        for key in keys:
             values = getattr(err, key)
             row[f"dyn_err_{key}_1"], row[f"dyn_err_{key}_k"] = float(values[0]), float(values[-1])
         return row
@@ -229,9 +290,13 @@ class DynaModel:
         ``model_fit_epochs`` epochs, stopped early on the held-out loss (``model_fit_patience``)."""
         cfg = self.cfg
         data = self.buffer.sample_with_newest(cfg.model_fit_samples, n_new, self.rng)
-        fit = self.ensemble.fit(*data[:5], holdout_frac=cfg.model_holdout,
-                                max_epochs=cfg.model_fit_epochs,
-                                patience=cfg.model_fit_patience, generator=self.gen)
+        options = dict(holdout_frac=cfg.model_holdout, max_epochs=cfg.model_fit_epochs,
+                       patience=cfg.model_fit_patience, generator=self.gen)
+        if self.coordinates is None:
+            fit = self.ensemble.fit(*data[:5], **options)
+        else:
+            fit = fit_motion(self.ensemble, self.coordinates, data.obs, data.act, data.next_obs,
+                             **options)
         return {"loss_dyn_train": fit.train_loss, "loss_dyn_holdout": fit.holdout_loss,
                 "dyn_fit_epochs": fit.epochs}
 
@@ -254,22 +319,26 @@ class DynaModel:
             row.update(imagined_row)
         return batch, row, t1 - t0, time.perf_counter() - t1
 
-    def model_env(self, deterministic: bool = False) -> ModelEnv | SimulatorEnv:
+    def model_env(self, deterministic: bool = False
+                  ) -> ModelEnv | SimulatorEnv | CoordinateModelEnv:
         """What imagined branches step in: the simulator where it is the model (deterministic
-        already), else the ensemble as an env with the config's pessimism and disagreement cut,
-        drawing from the model's own generator."""
+        already), else the ensemble as an env (flat, or the coordinate model) with the config's
+        pessimism and disagreement cut, drawing from the model's own generator."""
         if self.simulator is not None:
             return self.simulator
         cfg = self.cfg
-        return ModelEnv(self.ensemble, kappa=cfg.kappa, deterministic=deterministic,
-                        disagreement_threshold=cfg.disagreement_threshold,
-                        generator=self.model_gen)
+        options = dict(kappa=cfg.kappa, deterministic=deterministic,
+                       disagreement_threshold=cfg.disagreement_threshold, generator=self.model_gen)
+        if self.coordinates is not None:
+            return CoordinateModelEnv(self.ensemble, self.coordinates, **options)
+        return ModelEnv(self.ensemble, **options)
 
     def branches(self, agent: ActorCritic, envs: Any, start: torch.Tensor,
                  first_act: torch.Tensor | None = None, model_env: Any = None) -> Branches:
-        """Imagined branches from raw start states (B, obs_dim), seen through the envs'
-        current observation normaliser; ``model_env`` (default: :meth:`model_env`) is anything
-        with ``ModelEnv``'s ``reset``/``step``, e.g. the simulator itself (``bench model``)."""
+        """Imagined branches from raw start states (B, obs_dim) (the coordinate model: (B, D)
+        state rows), seen through the envs' current observation normaliser; ``model_env``
+        (default: :meth:`model_env`) is anything with ``ModelEnv``'s ``reset``/``step``, e.g.
+        the simulator itself (``bench model``)."""
         cfg = self.cfg
         normalize = observation_normalizer(envs, self.device)
         if model_env is None:
@@ -346,7 +415,7 @@ class DynaModel:
             row["imagined_frac"] = len(batch.logp) / (n_real + len(batch.logp))
         rows = torch.as_tensor(self.rng.choice(n_real, min(PROBES, n_real), replace=False),
                                device=self.device)
-        start = torch.as_tensor(ro.raw_obs.reshape(n_real, -1), dtype=torch.float32,
+        start = torch.as_tensor(self._states(ro)[0].reshape(n_real, -1), dtype=torch.float32,
                                 device=self.device)[rows]
         probe = self.branches(agent, envs, start, first_act=ro.act.reshape(n_real, -1)[rows])
         for key in ("r", "c"):

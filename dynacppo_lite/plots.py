@@ -605,7 +605,8 @@ def _column_mean(frames: Sequence[pd.DataFrame], key: str, n: int) -> np.ndarray
                     if key in d else np.full(n, np.nan) for d in frames], axis=0)
 
 
-DYNA_PANELS = (("model on fresh real data: state error", "RMS error / typical one-step change"),
+DYNA_PANELS = (("model on fresh real data: state (coordinates: sensors)",
+                "RMS error / typical one-step change"),
                ("model on fresh real data: reward, cost", "RMSE of the h-step sum (env units)"),
                ("cost per step: real (solid) vs imagined", "cost rate"),
                ("imagined vs real advantages (probes)", "correlation, std ratio"))
@@ -617,8 +618,10 @@ def plot_dyna_diagnostics(runs: Mapping[str, Sequence[str | Path]],
     [run_dir, ...]}``, mean over seeds) that log it (dyna-cppo; other groups are skipped but
     keep their colour C<i>, as in :func:`plot_diagnostics`): the model's errors on the
     iteration's real rollout before it was fitted on it, at h = 1 (solid) and h =
-    ``model_horizon`` (dashed); the imagined (pessimistic) against the real cost rate; and the
-    correlation and std ratio of imagined to real advantages (1 is ideal for both)."""
+    ``model_horizon`` (dashed) (the flat model's state error, or the coordinate model's error
+    of the robot's sensors, in the same unit); the imagined (pessimistic) against the real cost
+    rate; and the correlation and std ratio of imagined to real advantages (1 is ideal for
+    both)."""
     if axes is None:
         _, axes = plt.subplots(1, len(DYNA_PANELS), figsize=(18, 3.6))
     ax_obs, ax_rc, ax_cost, ax_adv = axes
@@ -633,8 +636,9 @@ def plot_dyna_diagnostics(runs: Mapping[str, Sequence[str | Path]],
                  color=color, label=label) -> None:
             ax.plot(steps, _column_mean(frames, key, n), style, color=color, label=f"{label}: {name}")
 
-        draw(ax_obs, "dyn_err_obs_1", "-", "h=1")
-        draw(ax_obs, "dyn_err_obs_k", "--", "h=k")
+        state = "obs" if np.isfinite(_column_mean(dfs, "dyn_err_obs_1", n)).any() else "sensors"
+        draw(ax_obs, f"dyn_err_{state}_1", "-", "h=1")
+        draw(ax_obs, f"dyn_err_{state}_k", "--", "h=k")
         for key, style, name in (("rew_1", "-", "reward h=1"), ("rew_k", "--", "reward h=k"),
                                  ("cost_1", "-.", "cost h=1"), ("cost_k", ":", "cost h=k")):
             draw(ax_rc, f"dyn_err_{key}", style, name)

@@ -40,6 +40,11 @@ class Rollout:
     """(T, E, act_dim) the actions the envs received (clipped to the action space)."""
     episodes: list[tuple[float, float, int]]
     """(return, cost, length) of every episode that ended in this rollout (raw units)."""
+    states: np.ndarray | None = None
+    """(T, E, D) the privileged state rows the envs record (``make_env(coordinates=True)``:
+    ``envs.coordinates.state_vector``), None where they record none. For a model only."""
+    next_states: np.ndarray | None = None
+    """(T, E, D) the state after each step (at an episode end, the state it ended in)."""
 
 
 class Collector:
@@ -62,6 +67,7 @@ class Collector:
         values) during the last :meth:`collect`."""
         self.obs = obs
         self.raw_obs = info.get("raw_obs", obs)
+        self.state = info.get("state")  # (E, D) where the envs record a state, else None
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
@@ -82,6 +88,9 @@ class Collector:
         raw_obs = np.zeros((T, E, obs_dim))
         raw_next = np.zeros((T, E, obs_dim))
         env_act = np.zeros((T, E, *self.low.shape))
+        states = next_states = None
+        if self.state is not None:
+            states, next_states = (np.zeros((T, *self.state.shape)) for _ in range(2))
         finals: list[tuple[int, np.ndarray, np.ndarray]] = []
         episodes: list[tuple[float, float, int]] = []
         actor = NumpyActor(self.agent.pi, self.rng)
@@ -99,12 +108,17 @@ class Collector:
             self.time_env += t2 - t1
             next_raw = info.get("raw_obs", next_obs)
             raw_next[t] = next_raw
+            if states is not None:
+                states[t] = self.state
+                next_states[t] = self.state = info["state"]
             done = term[t] | trunc[t]
             if done.any():
                 idx = np.flatnonzero(done)
                 finals.append((t, idx, np.stack(info["final_observation"][idx])))
                 raw_next[t, idx] = np.stack(info.get("raw_final_observation",
                                                      info["final_observation"])[idx])
+                if states is not None:
+                    next_states[t, idx] = info["final_state"][idx]
                 ep = info["episode"]
                 episodes += [(float(ep["r"][i]), float(ep["c"][i]), int(ep["l"][i])) for i in idx]
             self.obs, self.raw_obs = next_obs, next_raw
@@ -132,4 +146,5 @@ class Collector:
             truncated=torch.as_tensor(trunc, device=self.device),
             values_r=v_r, values_c=v_c, next_values_r=next_v_r, next_values_c=next_v_c,
             raw_obs=raw_obs, raw_next_obs=raw_next, env_act=env_act, episodes=episodes,
+            states=states, next_states=next_states,
         )

@@ -44,7 +44,7 @@ from dynacppo_lite.cost_pool import CostPool
 from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
-from dynacppo_lite.imagine import DynaModel
+from dynacppo_lite.imagine import DynaModel, records_coordinates
 from dynacppo_lite.lagrangian import lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import (
     choose_target,
@@ -203,7 +203,8 @@ class Trainer:
         torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
         self.envs = make_env(cfg.env_id, cfg.num_envs, cfg.seed, fast=cfg.fast_env,
-                             max_episode_steps=cfg.max_episode_steps)
+                             max_episode_steps=cfg.max_episode_steps,
+                             coordinates=records_coordinates(cfg))
         obs_dim = self.envs.single_observation_space.shape[0]
         act_dim = self.envs.single_action_space.shape[0]
         self.agent = ActorCritic(obs_dim, act_dim, cfg.hidden, cfg.init_log_std).to(self.device)
@@ -213,7 +214,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.steps_per_env = cfg.steps_per_iter // cfg.num_envs
         self.batch_size, self.num_iters = iterations(cfg)
-        self.dyna = DynaModel(cfg, obs_dim, act_dim, self.device) if cfg.algo == "dyna-cppo" else None
+        self.dyna = (DynaModel(cfg, obs_dim, act_dim, self.device, self.envs.state_spec)
+                     if cfg.algo == "dyna-cppo" else None)
         self.last_ep = (0.0, 0.0, 1.0)  # (return, cost, length) before any episode ended
         self.cost = CostEstimate(cfg.cost_window)
         self.cost_pool = CostPool(cfg.cost_pool - 1, cfg.cost_pool_cap)

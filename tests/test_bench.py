@@ -20,15 +20,15 @@ def test_bench_estep_tiny(tmp_path):
 
 
 def test_bench_throughput_tiny(tmp_path):
-    assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo", "dyna-cppo",
-                     "--workers", "1", "--steps", "3000", "--steps-per-iter", "1000",
-                     "--raw-steps", "500", "--out", str(tmp_path)]) == 0
+    assert cli_main(["bench", "throughput", "--env", TOY_ENV_ID, "--algos", "cppo",
+                     "dyna=dyna-cppo,ensemble_size=2", "--workers", "1", "--steps", "3000",
+                     "--steps-per-iter", "1000", "--raw-steps", "500", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "throughput.json").read_text())["results"]
     (env_row,) = results["envs"]
     assert env_row["single_env_sps"] > 0 and env_row["make_env_sps"] > 0
     assert env_row["make_env_gymnasium_sps"] > 0
     rows = results["training"]
-    assert [r["algo"] for r in rows] == ["cppo", "dyna-cppo"]
+    assert [r["algo"] for r in rows] == ["cppo", "dyna"]
     for r in rows:
         assert r["train_sps"] > 0 and 0 < r["ratio"] and r["peak_rss_MiB"] > 0
         assert np.isclose(r["ratio_single"], r["train_sps"] / env_row["single_env_sps"])
@@ -77,6 +77,9 @@ def test_bench_learning_tiny(tmp_path, monkeypatch):
         tail = [pd.read_csv(f"{runs[key(r['algo'], s)]}/progress.csv") for s in (0, 1)]
         final = [t[t["step"] >= 0.9 * t["step"].max()]["ep_return"].mean() for t in tail]
         assert np.isclose(r["return_mean"], np.mean(final))
+        assert np.isclose(r["cum_cost_mean"], np.mean([(t["ep_cost"] * t["episodes"]).sum()
+                                                       for t in tail]))
+    assert "cum_cost_mean" in (tmp_path / "learning.md").read_text()
     assert (tmp_path / "fig" / f"learning_{TOY_ENV_ID}.png").is_file()
     # The return/cost plane: each seed's (cost, return) as the table scores it, the mean marker
     # at the table's means, the limit line at the task's limit; written beside the curves.
@@ -91,6 +94,17 @@ def test_bench_learning_tiny(tmp_path, monkeypatch):
         TOY_COST_LIMIT]
     assert rows[0]["plane"] == str(tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png")
     assert (tmp_path / "fig" / f"plane_{TOY_ENV_ID}.png").is_file()
+
+
+def test_cumulative_cost_sums_the_episodes_that_ended() -> None:
+    """An iteration without an ended episode repeats the last ep_cost (the trainer carries it)
+    and must add nothing; a curve without episode counts (a reference) has none."""
+    from dynacppo_lite.bench.learning import summarise
+
+    df = pd.DataFrame({"step": [1000, 2000, 3000, 4000], "ep_return": [1.0, 2.0, 2.0, 3.0],
+                       "ep_cost": [30.0, 10.0, 10.0, 20.0], "episodes": [2, 1, 0, 3]})
+    assert summarise(df, 25.0, None)["cum_cost"] == 30 * 2 + 10 + 20 * 3
+    assert np.isnan(summarise(df.drop(columns="episodes"), 25.0, None)["cum_cost"])
 
 
 def test_bench_learning_scores_the_reference_curve_over_the_same_budget(tmp_path, monkeypatch):
@@ -192,6 +206,20 @@ def test_bench_model_compares_the_learned_model_with_the_simulator(tmp_path):
     by_name = {r["compared"]: r for r in rows}
     assert by_name["sim: draw vs draw"]["corr"] == pytest.approx(1.0)
     assert by_name["model: draw vs draw"]["corr"] == pytest.approx(1.0)
+
+
+def test_bench_model_r2_compares_the_flat_and_the_coordinate_model(tmp_path):
+    assert cli_main(["bench", "model", "--r2", "--steps", "600", "--epochs", "2",
+                     "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "model_r2.json").read_text())["results"]
+    rows = {r["group"]: r for r in data["rows"]}
+    assert list(rows) == ["sensors", "lidar", "reward", "cost", "pose", "objects"]
+    assert data["fits"]["train"] == 480 and data["fits"]["test"] == 120
+    assert all(np.isfinite(r["coordinate model"]) for g, r in rows.items()
+               if g != "cost")  # 120 steps may cross no hazard: a cost column without variance
+    assert np.isnan(rows["pose"]["flat ensemble"]) and np.isfinite(rows["lidar"]["flat ensemble"])
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "model", "--probes", "4"])  # --run is needed without --r2
 
 
 def test_bench_recovery_cuts_a_fast_toy_policys_cost_on_fresh_episodes(tmp_path):

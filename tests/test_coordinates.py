@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from dynacppo_lite.envs import make_env
 from dynacppo_lite.envs.coordinates import (
     CoordinateState,
     Motion,
+    StateReader,
     apply_motion,
     coordinate_spec,
     cost,
@@ -34,6 +36,9 @@ from dynacppo_lite.envs.coordinates import (
     reward_terms,
     robot_frame,
     stack_states,
+    state_from_vector,
+    state_size,
+    state_vector,
 )
 from dynacppo_lite.envs.fast import make_safety_env
 
@@ -58,6 +63,7 @@ class Run:
     after: np.ndarray  # ... and of its end
     rewards: np.ndarray  # (T,)
     costs: np.ndarray  # (T,)
+    actions: np.ndarray  # (T, act_dim): what each step was given
     infos: tuple[dict, ...]  # (T,)
     task: object  # the env's task, for its constants
 
@@ -101,6 +107,7 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
     task.cost_conf.constrain_indicator = not shaped
     rng = np.random.default_rng(zlib.crc32(env_id.encode()))
     states, observations, before, after, rewards, costs, infos = [], [], [], [], [], [], []
+    actions = []
     spec = None
     for seed in seeds:
         # the last of several seeds seeks hazards, the others the goal
@@ -110,7 +117,8 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
         states.append(read_state(env, spec))
         observations.append(obs)
         for _ in range(steps):
-            obs, rew, cst, terminated, truncated, info = env.step(act())
+            actions.append(act())
+            obs, rew, cst, terminated, truncated, info = env.step(actions[-1])
             before.append(len(states) - 1)
             states.append(read_state(env, spec))
             observations.append(obs)
@@ -124,7 +132,8 @@ def _run(env_id: str, fast: bool = True, seeds: tuple[int, ...] = SEEDS, steps: 
                 observations.append(obs)
     env.close()
     return Run(stack_states(states), np.array(observations), np.array(before), np.array(after),
-               np.array(rewards), np.array(costs, dtype=np.float64), tuple(infos), task)
+               np.array(rewards), np.array(costs, dtype=np.float64), np.array(actions),
+               tuple(infos), task)
 
 
 def _rows(states: CoordinateState, index: np.ndarray) -> CoordinateState:
@@ -360,3 +369,78 @@ def test_bad_shapes_say_so() -> None:
     _one_line_error(lambda: stack_states([state, _rows(other.states, np.arange(2))]),
                     "cannot share a batch")
     _one_line_error(lambda: stack_states([]), "at least one")
+
+
+@pytest.mark.parametrize("env_id", TASKS)
+def test_state_rows_round_trip(env_id: str) -> None:
+    states = _run(env_id).states
+    rows = state_vector(states)
+    assert rows.shape == (states.batch, state_size(states.spec))
+    back = state_from_vector(states.spec, rows)
+    np.testing.assert_array_equal(state_vector(back), rows)
+    np.testing.assert_array_equal(observation(back), observation(states))
+    _one_line_error(lambda: state_from_vector(states.spec, rows[:, 1:]), "state rows have shape")
+
+
+@pytest.mark.parametrize("env_id", ["SafetyPointGoal1-v0", "SafetyCarGoal1-v0", "SafetyCarButton2-v0",
+                                    "SafetyPointCircle1-v0"])
+def test_the_fast_reader_is_read_state(env_id: str) -> None:
+    """Every step of goal-seeking episodes, goal steps (a new goal) and resets included."""
+    env = make_safety_env(env_id, max_episode_steps=200)
+    task = env.unwrapped.task
+    obs, _ = env.reset(seed=3)
+    spec = coordinate_spec(env)
+    read = StateReader(env, spec)
+    act = _policy(task, env.action_space.shape, np.random.default_rng(3), to_hazards=False)
+    goals = 0
+    for _ in range(500):
+        np.testing.assert_array_equal(read(obs), state_vector(read_state(env, spec))[0])
+        obs, _, _, terminated, truncated, info = env.step(act())
+        goals += bool(info.get("goal_met"))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    assert goals or "Circle" in env_id
+    env.close()
+
+
+@pytest.mark.parametrize(("num_envs", "num_workers"), [(1, 0), (2, 1)])
+def test_make_env_records_the_state_and_leaves_the_steps_alone(num_envs: int,
+                                                               num_workers: int) -> None:
+    """The same seed and actions with and without coordinates give the same numbers; the
+    recorded rows are the states the observations show, the final row of an episode that ended
+    included."""
+    recording = make_env("SafetyPointGoal1-v0", num_envs, 3, num_workers=num_workers,
+                         coordinates=True, max_episode_steps=40)
+    plain = make_env("SafetyPointGoal1-v0", num_envs, 3, num_workers=num_workers,
+                     max_episode_steps=40)
+    spec = recording.state_spec
+    assert plain.state_spec is None and spec.task_id == "SafetyPointGoal1-v0"
+
+    def shown(rows: np.ndarray) -> np.ndarray:
+        return observation(state_from_vector(spec, rows))
+
+    obs, info = recording.reset()
+    np.testing.assert_array_equal(obs, plain.reset()[0])
+    np.testing.assert_allclose(shown(info["state"]), info["raw_obs"], rtol=RTOL, atol=ATOL)
+    ends = 0
+    for _ in range(90):
+        action = recording.action_space.sample()
+        out, ref = recording.step(action), plain.step(action)
+        for x, y in zip(out[:5], ref[:5], strict=True):
+            np.testing.assert_array_equal(x, y)
+        info = out[5]
+        np.testing.assert_allclose(shown(info["state"]), info["raw_obs"], rtol=RTOL, atol=ATOL)
+        if "final_observation" in info:
+            mask = info["_final_observation"]
+            ends += mask.sum()
+            np.testing.assert_allclose(shown(info["final_state"][mask]),
+                                       np.stack(info["raw_final_observation"][mask]),
+                                       rtol=RTOL, atol=ATOL)
+    assert ends >= 2 * num_envs
+    recording.close()
+    plain.close()
+
+
+def test_a_task_without_coordinates_cannot_record_them() -> None:
+    _one_line_error(lambda: make_env("SafetyHalfCheetahVelocity-v1", coordinates=True),
+                    "navigation task")

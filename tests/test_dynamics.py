@@ -56,6 +56,28 @@ def test_fits_linear_system_far_better_than_no_change(fitted) -> None:
     assert result.holdout_loss <= min(result.holdout_history) + 1e-6
 
 
+def test_other_targets_are_fitted_with_fit_targets() -> None:
+    """With ``out_dim`` the ensemble models other targets of (s, a) (the coordinate model's
+    motion): fit_targets with the same seed gives fit's numbers on fit's targets, and fit,
+    whose targets are (s' - s, r, c), refuses another out_dim."""
+    obs, act, rew, cost, next_obs = linear_system(600, seed=1)
+    y = np.concatenate([next_obs - obs, rew[:, None], cost[:, None]], 1)
+    flat = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0)
+    general = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0, out_dim=OBS_DIM + 2)
+    a = flat.fit(obs, act, rew, cost, next_obs, max_epochs=3)
+    b = general.fit_targets(obs, act, y, max_epochs=3)
+    assert a.train_history == b.train_history and a.holdout_mse == b.holdout_mse
+    two = DynamicsEnsemble(OBS_DIM, ACT_DIM, **SMALL, seed=0, out_dim=2)
+    result = two.fit_targets(obs, act, y[:, :2], max_epochs=3)
+    assert two.predict(obs, act)[0].shape == (3, 600, 2) and np.isfinite(result.holdout_mse)
+    with pytest.raises(ValueError, match="fit_targets"):
+        two.fit(obs, act, rew, cost, next_obs)
+    with pytest.raises(ValueError, match="other targets"):
+        ModelEnv(two)
+    with pytest.raises(ValueError, match=r"targets have shape \(600, 3\), expected \(600, 2\)"):
+        two.fit_targets(obs, act, y[:, :3])
+
+
 def test_predict_shapes_and_members_differ(fitted) -> None:
     ens, _ = fitted
     obs, act, *_ = linear_system(50, seed=3)

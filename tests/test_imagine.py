@@ -135,6 +135,7 @@ def read_csv(run_dir) -> list[dict[str, str]]:
 
 DYNA_COLUMNS = {"loss_dyn_train", "loss_dyn_holdout", "dyn_fit_epochs", "dyn_err_obs_1", "dyn_err_obs_k",
                 "dyn_err_rew_1", "dyn_err_rew_k", "dyn_err_cost_1", "dyn_err_cost_k",
+                *(f"dyn_err_{group}_{h}" for group in ("sensors", "pose", "objects") for h in "1k"),
                 "imagined_frac", "imagined_cost_rate", "real_cost_rate", "imag_adv_r_scale",
                 "imag_adv_r_corr", "imag_adv_c_scale", "imag_adv_c_corr", "branch_len_mean"}
 

@@ -5,11 +5,13 @@ Every (task, algorithm, seed) is a separate training process; up to ``--jobs`` r
 ``ppo=ppo-lag,cost_limit=1e9`` is PPO without a constraint. A finished run is not run again and
 an interrupted one resumes, so a suite can be stopped and continued.
 Reported per task and algorithm: final return and cost (mean over the last 10% of steps, then
-mean and spread over seeds), and the steps needed to first reach ``--target-return`` with the
-(smoothed) episode cost under the limit. Curves (mean and min-max band over seeds) go to
-``figures/benchmarks/learning_<task>.png``, and the return/cost plane (each seed's final cost
-and return, the same numbers as the table, and their mean +- std over seeds, the cost limit
-dashed) to ``figures/benchmarks/plane_<task>.png`` (both in ``--figures``).
+mean and spread over seeds), the cumulative episode cost over the run (every finished
+episode's cost, summed: the total violations), and the steps needed to first reach
+``--target-return`` with the (smoothed) episode cost under the limit. Curves (mean and
+min-max band over seeds) go to ``figures/benchmarks/learning_<task>.png``, and the return/cost
+plane (each seed's final cost and return, the same numbers as the table, and their mean +- std
+over seeds, the cost limit dashed) to ``figures/benchmarks/plane_<task>.png`` (both in
+``--figures``).
 """
 
 from __future__ import annotations
@@ -85,9 +87,15 @@ def run_one(task: str, variant: Variant, seed: int, steps: int, log_dir: Path, d
 
 def summarise(df: pd.DataFrame, cost_limit: float, target: float | None,
               marks: list[int] = ()) -> dict[str, float]:
-    """Final return/cost, the same at each mark, and steps to the target return under the limit."""
+    """Final return/cost, the same at each mark, the cumulative episode cost (``cum_cost``: the
+    sum over iterations of ``ep_cost * episodes``, the costs of all episodes that ended in the
+    run; an iteration in which none ended repeats the last ``ep_cost`` and adds nothing; NaN
+    for a curve without episode counts, such as a reference), and steps to the target return
+    under the limit."""
     out = {"return": final_score(df["step"], df["ep_return"]),
-           "cost": final_score(df["step"], df["ep_cost"])}
+           "cost": final_score(df["step"], df["ep_cost"]),
+           "cum_cost": (float((df["ep_cost"] * df["episodes"]).sum()) if "episodes" in df
+                        else float("nan"))}
     for mark in marks:
         out[f"return@{mark:g}"] = final_score(df["step"], df["ep_return"], mark)
         out[f"cost@{mark:g}"] = final_score(df["step"], df["ep_cost"], mark)
@@ -208,10 +216,13 @@ def report(args: argparse.Namespace, variants: list[Variant],
             rows.append(row)
     marks = [f"{q}@{m:g}_mean" for m in args.marks for q in ("return", "cost")]
     cols = ["task", "algo", "steps", "seeds", "return_mean", "return_std", "cost_mean", "cost_std",
-            *marks, "cost_limit"] + (["steps_to_target_mean"] if args.target_return else [])
+            *marks, "cum_cost_mean", "cum_cost_std", "cost_limit"] + (
+        ["steps_to_target_mean"] if args.target_return else [])
     table = markdown_table(rows, cols) + (
         "\n\nreturn/cost: mean episode return and cost over the last 10% of steps (of the run, or "
-        "before each mark @), mean and std over seeds.")
+        "before each mark @), mean and std over seeds. cum_cost: the cumulative episode cost over "
+        "the run (the costs of all episodes that ended in it, summed: the total violations), mean "
+        "and std over seeds.")
     write_results(args.out, "learning", "Learning: same budget and seeds", table, rows, command,
                   started)
     (args.out / "runs.json").write_text(json.dumps({f"{t}|{a}|{s}": str(d) for (t, a, s), d in done.items()}))

@@ -21,6 +21,18 @@ is drawn ``--draws`` times. Reported, the correlation and std ratio
 Only for MuJoCo tasks whose observation is the simulator state without the x position
 (``qpos[1:]``, ``qvel``: the Safety velocity tasks), where a state can be set from an
 observation.
+
+``bench model --r2``: what a model can learn on a navigation task (issue 27). A trained policy
+(``--run``, default: cppo without a constraint, 3e5 steps on SafetyPointGoal1-v0, shipped in
+``bench/reference``) collects ``--steps`` real steps, recording the coordinate state beside the
+observation. Two ensembles of the trainer's size are fitted on the first ``1 - --holdout`` of
+them (to convergence: up to ``--epochs`` epochs, early stopping on their own held-out split):
+today's flat ensemble on the observation (``DynamicsEnsemble``) and the coordinate model's
+motion ensemble (``envs.coordinate_model``). Reported, the one-step R^2 on the last steps
+(later episodes, other layouts), per group: the sensors' and
+the lidar's change, the reward and the cost, and for the coordinate model also its pose and
+the objects' robot-frame positions (``coordinate_model.one_step_r2``). The lidar leaves out
+the steps in which the env drew a new goal (no model predicts where).
 """
 
 from __future__ import annotations
@@ -35,9 +47,25 @@ import numpy as np
 import torch
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
+from dynacppo_lite.dynamics import DynamicsEnsemble
+from dynacppo_lite.envs.coordinate_model import (
+    fit_motion,
+    motion_ensemble,
+    one_step_r2,
+    r_squared,
+    redrawn,
+)
 from dynacppo_lite.envs.simulator import SimulatorEnv
+from dynacppo_lite.evaluation import load_trained
 from dynacppo_lite.imagine import advantage_agreement, observation_normalizer
 from dynacppo_lite.nets import sample_action
+from dynacppo_lite.rollout import Collector
+
+#: The policy that records ``--r2``'s data: cppo without a constraint after 3e5 steps on
+#: SafetyPointGoal1-v0 (it reaches goals and crosses hazards, so both are in the data).
+R2_POLICY = Path(__file__).parent / "reference" / "cppo_free_SafetyPointGoal1-v0_3e5"
+#: ``--r2``'s groups, in the table's order.
+R2_GROUPS = ("sensors", "lidar", "reward", "cost", "pose", "objects")
 
 
 def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic: bool = False,
@@ -47,7 +75,6 @@ def compare(run_dir: Path, probes: int, draws: int, seed: int, *, deterministic:
     ``horizon`` replaces the run's ``model_horizon``; ``refit_epochs`` > 0 replaces the run's
     ensemble by a fresh one fitted that many epochs on the run's whole buffer (what more
     fitting would buy)."""
-    from dynacppo_lite.dynamics import DynamicsEnsemble
     from dynacppo_lite.train import Trainer
 
     torch.manual_seed(seed)
@@ -143,12 +170,67 @@ def action_effects(trainer: Any, dyna: Any, sim: SimulatorEnv,
                     "corr": float(np.nanmin(dims)), "std_ratio": float("nan")}]
 
 
+def lidar_r2(run_dir: Path, steps: int, holdout: float, epochs: int, seed: int,
+             ensemble_size: int = 5, hidden: tuple[int, ...] = (200, 200)
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``--r2``'s rows (one per group: the held-out one-step R^2 of each model) and what the
+    fits did (epochs, seconds, samples), as the module docstring says."""
+    cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed, coordinates=True)
+    try:
+        spec = envs.state_spec
+        ro = Collector(envs, agent, torch.device("cpu"), seed=seed).collect(steps)
+    finally:
+        envs.close()
+    obs, nxt, act = ro.raw_obs[:, 0], ro.raw_next_obs[:, 0], ro.env_act[:, 0]
+    rew, cost = ro.rew[:, 0].numpy(), ro.cost[:, 0].numpy()
+    rows, next_rows = ro.states[:, 0], ro.next_states[:, 0]
+    split = int(steps * (1 - holdout))
+    test = np.arange(split, steps)
+    kept = test[~redrawn(spec, rows[test], next_rows[test])]  # no model predicts a new goal
+    options = dict(max_epochs=epochs, patience=5)
+    models = dict(ensemble_size=ensemble_size, hidden=hidden, seed=seed)
+    fits = {"steps": steps, "train": split, "test": len(test), "new_goals": len(test) - len(kept),
+            "env_id": cfg.env_id}
+
+    flat = DynamicsEnsemble(obs.shape[1], act.shape[1], **models)
+    started = time.perf_counter()
+    fits["flat_epochs"] = flat.fit(obs[:split], act[:split], rew[:split], cost[:split],
+                                   nxt[:split], **options).epochs
+    fits["flat_s"] = time.perf_counter() - started
+    pred = flat.predict(obs[test], act[test])[0].mean(0).double().numpy()
+    sensors = np.array(spec.sensor_index, dtype=np.intp)
+    lidar = np.setdiff1d(np.arange(obs.shape[1]), sensors)
+    change = nxt[test] - obs[test]
+    d, lidar_rows = obs.shape[1], np.isin(test, kept)
+    flat_r2 = {"sensors": r_squared(pred[:, sensors], change[:, sensors]),
+               "lidar": r_squared(pred[lidar_rows][:, lidar], change[lidar_rows][:, lidar]),
+               "reward": r_squared(pred[:, d:d + 1], rew[test, None]),
+               "cost": r_squared(pred[:, d + 1:], cost[test, None])}
+
+    coordinates = motion_ensemble(spec, act.shape[1], **models)
+    started = time.perf_counter()
+    fits["coordinate_epochs"] = fit_motion(coordinates, spec, rows[:split], act[:split],
+                                           next_rows[:split], **options).epochs
+    fits["coordinate_s"] = time.perf_counter() - started
+    coordinate_r2 = one_step_r2(coordinates, spec, rows[test], act[test], next_rows[test])
+    table = [{"group": g, "flat ensemble": flat_r2.get(g, float("nan")),
+              "coordinate model": coordinate_r2[g]} for g in R2_GROUPS]
+    return table, fits
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m dynacppo_lite bench model",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True,
-                        help="a dyna-cppo run directory with checkpoint.pt")
+    parser.add_argument("--run", type=Path,
+                        help="a dyna-cppo run directory with checkpoint.pt (--r2: any run of a "
+                             "navigation task, default the shipped cppo policy)")
+    parser.add_argument("--r2", action="store_true",
+                        help="the one-step R^2 per group of the flat and the coordinate model")
+    parser.add_argument("--steps", type=int, default=20_000, help="--r2: real steps recorded")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="--r2: the share of the steps, the last ones, held out")
+    parser.add_argument("--epochs", type=int, default=100, help="--r2: most epochs per fit")
     parser.add_argument("--probes", type=int, default=256)
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -159,9 +241,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare a fresh ensemble fitted this many epochs on the run's buffer")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args(argv)
+    started = time.time()
+    if args.r2:
+        if not 0 < args.holdout < 1 or args.steps * args.holdout < 2:
+            parser.error("--holdout must be in (0, 1) and leave steps on both sides")
+        run = args.run or R2_POLICY
+        rows, fits = lidar_r2(run, args.steps, args.holdout, args.epochs, args.seed)
+        note = (f"\n\nHeld-out one-step R^2 (1 - SSE / SST per live column, averaged over the "
+                f"group's columns; 0 = no better than the mean change) on {fits['env_id']}: "
+                f"{fits['steps']:,} steps of {run.name}'s policy, the models fitted on the first "
+                f"{fits['train']:,} (flat: {fits['flat_epochs']} epochs, {fits['flat_s']:.0f} s; "
+                f"coordinate: {fits['coordinate_epochs']} epochs, {fits['coordinate_s']:.0f} s), "
+                f"scored on the last {fits['test']:,} (the lidar without the "
+                f"{fits['new_goals']} with a new goal). "
+                "sensors, lidar: the change of the observation's sensor and lidar entries (the "
+                "coordinate model's lidar computed from its predicted coordinates); reward, "
+                "cost: the step's; pose: the body-frame translation and rotation; objects: their "
+                "robot-frame x-y.")
+        write_results(args.out, "model_r2", "What a model can learn: the flat observation "
+                      "against coordinates", markdown_table(rows, ["group", "flat ensemble",
+                                                                    "coordinate model"]) + note,
+                      {"rows": rows, "fits": fits}, command_line("model", argv), started)
+        return 0
+    if args.run is None:
+        parser.error("--run is required (a dyna-cppo run directory), except with --r2")
     if args.probes < 2 or args.draws < 2:
         parser.error("--probes and --draws must be >= 2")
-    started = time.time()
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be >= 1")
     rows = compare(args.run, args.probes, args.draws, args.seed, deterministic=args.deterministic,

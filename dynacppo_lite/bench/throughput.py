@@ -5,7 +5,8 @@ For each worker count, the random-action throughput (resets included) of the raw
 ``make_env(lean=False)`` (gymnasium's vector env stack, for comparison) is measured side by
 side: in alternating chunks of steps, so a load change on the machine hits all three alike.
 Then each algorithm's training throughput is measured, each training run in a fresh process
-(so its peak memory is its own). The per-phase split comes from the ``t_*`` columns of the
+(so its peak memory is its own). ``--algos`` takes ``bench learning``'s labelled variants too,
+e.g. ``coords=dyna-cppo,dyna_model=coordinates``. The per-phase split comes from the ``t_*`` columns of the
 run's ``progress.csv``; the first iteration (start-up) is left out.
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dynacppo_lite.bench.common import command_line, markdown_table, write_results
+from dynacppo_lite.bench.learning import Variant
+from dynacppo_lite.cli import parse_overrides
 
 PHASES = ["t_env", "t_infer", "t_estep", "t_mstep", "t_critics", "t_model", "t_imagine"]
 
@@ -84,11 +87,12 @@ def env_rates(env_id: str, num_envs: int, steps: int, chunk: int = 100, seed: in
 
 
 def train_sps(algo: str, env_id: str, num_envs: int, steps: int, steps_per_iter: int,
-              device: str, log_dir: str, extra: dict) -> dict:
-    """Train ``algo`` in a child process; steps/s after the first iteration, phases, memory."""
+              device: str, log_dir: str, extra: dict, label: str | None = None) -> dict:
+    """Train ``algo`` (with the Config fields ``extra``) in a child process; steps/s after the
+    first iteration, phases, memory. ``label`` names the run (default: ``algo``)."""
     cfg = dict(algo=algo, env_id=env_id, num_envs=num_envs, total_steps=steps,
                steps_per_iter=steps_per_iter, device=device, log_dir=log_dir,
-               run_name=f"{algo}_w{num_envs}", checkpoint_every=10_000, **extra)
+               run_name=f"{label or algo}_w{num_envs}", checkpoint_every=10_000, **extra)
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True,
                          text=True, check=False)
     if out.returncode != 0:
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dynacppo_lite bench throughput", description=__doc__)
     p.add_argument("--env", default="SafetyPointGoal1-v0")
     p.add_argument("--algos", nargs="*", default=["cppo", "ppo-lag", "dyna-cppo"],
-                   help="none: only the env rates (e.g. a scaling table over --workers)")
+                   help="algorithms, or variants LABEL=ALGO[,FIELD=VALUE...]; none: only the "
+                        "env rates (e.g. a scaling table over --workers)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=24_000, help="training steps per measurement")
     p.add_argument("--steps-per-iter", type=int, default=4_000)
@@ -126,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-start-iter", type=int, default=1, help="dyna-cppo: imagine from this iteration")
     p.add_argument("--out", type=Path, default=Path("bench_results/throughput"))
     args = p.parse_args(argv)
+    variants = [Variant.parse(a) for a in args.algos]
+    try:
+        overrides = {v.label: parse_overrides(list(v.overrides)) for v in variants}
+    except ValueError as exc:
+        p.error(str(exc))
     started = time.time()
     env_rows, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"x{w}: single env {single:.0f}, make_env {raw:.0f} ({raw / single:.2f}), "
                   f"gymnasium stack {rates['gymnasium']:.0f} ({rates['gymnasium'] / single:.2f})",
                   flush=True)
-            for algo in args.algos:
-                extra = {"model_start_iter": args.model_start_iter} if algo == "dyna-cppo" else {}
-                r = train_sps(algo, args.env, w, args.steps, args.steps_per_iter, args.device, tmp,
-                              extra)
+            for variant in variants:
+                algo = variant.label
+                extra = ({"model_start_iter": args.model_start_iter}
+                         if variant.algo == "dyna-cppo" else {})
+                r = train_sps(variant.algo, args.env, w, args.steps, args.steps_per_iter,
+                              args.device, tmp, {**extra, **overrides[algo]}, label=algo)
                 row = {"algo": algo, "workers": w, "single_env_sps": single, "raw_sps": raw,
                        "train_sps": r["sps"], "ratio": r["sps"] / raw,
                        "ratio_single": r["sps"] / single, "peak_rss_MiB": r["peak_rss_mib"],

@@ -1,9 +1,10 @@
 """The coordinate state of a navigation task, and the task's formulas computed from it.
 
-Issue 27, item 2, foundation: a world model for the Safety-Gymnasium 1.0.0 navigation tasks
-whose learned part predicts only the robot's motion, while the observation's lidar, the reward
-and the cost are computed exactly from coordinates. This module is that exact part; training
-does not use it yet (``dynamics.DynamicsEnsemble`` still models the flat observation).
+Issue 27, item 2: a world model for the Safety-Gymnasium 1.0.0 navigation tasks whose learned
+part predicts only the robot's motion, while the observation's lidar, the reward and the cost
+are computed exactly from coordinates. This module is that exact part, and how a rollout
+records the state (:class:`StateReader`, :class:`RecordCoordinates`, one flat row per step:
+:func:`state_vector`); the learned part and the model env are in :mod:`.coordinate_model`.
 
 A :class:`CoordinateState` holds, for a batch of B robots of one task (its
 :class:`CoordinateSpec`):
@@ -34,7 +35,7 @@ stock, step by step): the Goal, Button and Circle tasks, levels 0-2, on Point an
   (contacts, velocities), buttons, gremlins and pillars count contacts: :func:`cost` raises where
   any of them is constrained (Goal2, Button1-2) and :func:`cost_terms` leaves them out.
 
-Motion (:class:`Motion`, what the learned part will predict): the body-frame displacement and
+Motion (:class:`Motion`, what the learned part predicts): the body-frame displacement and
 rotation of the robot and the change of its sensors; :func:`apply_motion` moves a state by it
 with every object fixed in the world frame.
 """
@@ -62,6 +63,8 @@ __all__ = [
     "CoordinateSpec",
     "CoordinateState",
     "Motion",
+    "RecordCoordinates",
+    "StateReader",
     "apply_motion",
     "coordinate_spec",
     "cost",
@@ -73,6 +76,9 @@ __all__ = [
     "reward_terms",
     "robot_frame",
     "stack_states",
+    "state_from_vector",
+    "state_size",
+    "state_vector",
 ]
 
 #: Task family of each stock task base class.
@@ -307,6 +313,116 @@ def stack_states(states: Sequence[CoordinateState]) -> CoordinateState:
         objects={name: np.concatenate([s.objects[name] for s in states]) for name, _ in spec.groups},
         timer=np.concatenate([s.timer for s in states]),
     )
+
+
+# --------------------------------------------------------------------- one flat row per state
+def state_size(spec: CoordinateSpec) -> int:
+    """D, the length of a :func:`state_vector` row: position 3, rotation 9, the S sensors, two
+    per object (groups in ``spec.groups`` order), and the timer."""
+    return 12 + len(spec.sensor_index) + 2 * sum(n for _, n in spec.groups) + 1
+
+
+def state_vector(state: CoordinateState) -> np.ndarray:
+    """(B, D) rows ``[position, rotation (row-major), sensors, each group's x-y, timer]``: how
+    rollouts and the replay buffer store states (:func:`state_from_vector` is the inverse)."""
+    batch = state.batch
+    return np.concatenate([state.position, state.rotation.reshape(batch, 9), state.sensors,
+                           *(state.objects[name].reshape(batch, -1) for name, _ in state.spec.groups),
+                           state.timer[:, None]], axis=1)
+
+
+def state_from_vector(spec: CoordinateSpec, rows: np.ndarray) -> CoordinateState:
+    """The :class:`CoordinateState` of (B, D) :func:`state_vector` rows (float64 views of them)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != state_size(spec):
+        raise ValueError(f"{spec.task_id}: state rows have shape {rows.shape}, expected "
+                         f"(B, {state_size(spec)})")
+    batch, sensors = rows.shape[0], len(spec.sensor_index)
+    objects, start = {}, 12 + sensors
+    for name, n in spec.groups:
+        objects[name] = rows[:, start:start + 2 * n].reshape(batch, n, 2)
+        start += 2 * n
+    return CoordinateState(spec=spec, position=rows[:, :3], rotation=rows[:, 3:12].reshape(batch, 3, 3),
+                           sensors=rows[:, 12:12 + sensors], objects=objects, timer=rows[:, -1])
+
+
+#: The MuJoCo body of each object of a group, as stock's ``pos`` properties name them (the
+#: circle sits at the origin and has none).
+_BODIES = {"goal": "goal", "hazards": "hazard{}", "vases": "vase{}", "buttons": "button{}",
+           "gremlins": "gremlin{}obj"}
+
+
+class StateReader:
+    """:func:`read_state` of one live env as a :func:`state_vector` row, cheaply enough for every
+    step of a rollout: one indexed read of MuJoCo's body positions, the sensors taken from the
+    observation the env just returned (they are its non-lidar entries). The body ids are looked
+    up again whenever the env has built a new MuJoCo model (a reset does).
+    """
+
+    def __init__(self, env: gymnasium.Env, spec: CoordinateSpec | None = None) -> None:
+        self.spec = coordinate_spec(env) if spec is None else spec
+        self._task = _task(env)
+        unknown = [name for name, _ in self.spec.groups if name not in _BODIES and name != "circle"]
+        if unknown:
+            raise ValueError(f"{self.spec.task_id}: no body names known for the groups {unknown}")
+        self._sensors = np.array(self.spec.sensor_index, dtype=np.intp)
+        self._row = np.zeros(state_size(self.spec))  # the circle's entries stay 0
+        start, self._slots = 12 + len(self._sensors), []  # (row slice, body names) per group
+        for name, n in self.spec.groups:
+            if name != "circle":
+                names = [_BODIES[name].format(i) for i in range(n)]  # "goal": one, no index
+                self._slots.append((slice(start, start + 2 * n), names))
+            start += 2 * n
+        self._model: Any = None
+        self._buttons = next((o for o in self._task._obstacles if o.name == "buttons"), None)
+
+    def _bind(self, model: Any) -> None:
+        self._model = model
+        self._agent = model.body("agent").id
+        self._ids = [np.array([model.body(b).id for b in names]) for _, names in self._slots]
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """(D,) the state the env is in, given the observation it returned for it."""
+        world = self._task.world
+        if world.model is not self._model:
+            self._bind(world.model)
+        xpos, row = world.data.xpos, self._row.copy()
+        row[:3] = xpos[self._agent]
+        row[3:12] = world.data.xmat[self._agent]
+        row[12:12 + len(self._sensors)] = obs[self._sensors]
+        for (where, _), ids in zip(self._slots, self._ids, strict=True):
+            row[where] = xpos[ids, :2].ravel()
+        if self._buttons is not None:
+            row[-1] = self._buttons.timer
+        return row
+
+
+class RecordCoordinates(gymnasium.Wrapper):
+    """A navigation env whose ``reset`` and ``step`` infos carry ``info["state"]``, the
+    :func:`state_vector` row (D,) of the state the env is in, for the vector envs to collect
+    (``make_env(coordinates=True)``). The policy's observation is unchanged.
+
+    ``state_dim`` (D) and ``state_spec`` (the :class:`CoordinateSpec`) are known from
+    construction, for which the env is reset once (seed 0; the first reset of a rollout
+    reseeds it). Raises a one-line ValueError for a task :func:`coordinate_spec` does not cover.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        env.reset(seed=0)
+        self.state_spec = coordinate_spec(env)
+        self.state_dim = state_size(self.state_spec)
+        self._read = StateReader(env, self.state_spec)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        info["state"] = self._read(obs)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, float, bool, bool, dict]:
+        obs, reward, cost, terminated, truncated, info = self.env.step(action)
+        info["state"] = self._read(obs)
+        return obs, reward, cost, terminated, truncated, info
 
 
 # --------------------------------------------------------------------- the task's formulas

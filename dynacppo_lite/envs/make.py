@@ -63,7 +63,7 @@ def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | Non
 def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bool = True,
              fast: bool = True, render_mode: str | None = None,
              max_episode_steps: int | None = None, lean: bool = True,
-             num_workers: int | None = None) -> gym.vector.VectorEnv:
+             num_workers: int | None = None, coordinates: bool = False) -> gym.vector.VectorEnv:
     """A vector env over ``num_envs`` copies of ``env_id`` that steps with the 6-tuple API.
 
     Args:
@@ -88,6 +88,11 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
             steps the first share itself (:class:`AsyncSafeVectorEnv`); ``0`` steps every env
             here (:class:`SyncSafeVectorEnv`). Default: one stepper per core, at most one per
             env (:func:`~dynacppo_lite.envs.vector.default_num_workers`). Lean envs only.
+        coordinates: record the coordinate state of a navigation task at every reset and step
+            (:class:`~dynacppo_lite.envs.coordinates.RecordCoordinates`): ``info["state"]``
+            (num_envs, D) and, at episode ends, ``info["final_state"]``; ``env.state_spec``
+            is the task's ``CoordinateSpec``. Privileged, for a model: the observations are
+            unchanged. Lean envs only; a task without coordinates is a one-line ValueError.
 
     Returns:
         ``env`` with ``env.step(a) -> (obs, reward, cost, terminated, truncated, info)``, all
@@ -98,12 +103,18 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     factory = single_env_factory(env_id, fast=fast, render_mode=render_mode,
                                  max_episode_steps=max_episode_steps)
+    if coordinates:
+        if not lean:
+            raise ValueError("coordinates are recorded by the lean vector envs: not with lean=False")
+        factory = _recording(factory)
     env: gym.vector.VectorEnv
     if lean:
         if num_workers is None:
             num_workers = default_num_workers(num_envs)
-        env = (AsyncSafeVectorEnv([factory] * num_envs, seed=seed, num_workers=num_workers)
-               if num_workers else SyncSafeVectorEnv([factory] * num_envs, seed=seed))
+        env = (AsyncSafeVectorEnv([factory] * num_envs, seed=seed, num_workers=num_workers,
+                                  record_state=coordinates)
+               if num_workers else SyncSafeVectorEnv([factory] * num_envs, seed=seed,
+                                                     record_state=coordinates))
     elif num_workers is not None:
         raise ValueError("num_workers picks the lean vector env's layout: not with lean=False")
     else:
@@ -118,3 +129,19 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
     if normalize_obs:
         env = NormalizeObservation(env)
     return env
+
+
+def _recording(factory: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
+    """``factory`` with its env wrapped in ``RecordCoordinates`` (closed again if the task has
+    no coordinates)."""
+    def recording() -> gym.Env:
+        from dynacppo_lite.envs.coordinates import RecordCoordinates
+
+        env = factory()
+        try:
+            return RecordCoordinates(env)
+        except ValueError:
+            env.close()
+            raise
+
+    return recording

@@ -20,7 +20,12 @@ gathered back out of the info arrays. What is kept:
   batched and single action and observation spaces; ``call`` (e.g. ``call("render")``); close.
 
 What is dropped: the sub-envs' own info keys (``cost_hazards``, ``goal_met``, ``final_info``
-...), which nothing in the package reads.
+...), which nothing in the package reads, except one on request: with ``record_state=True``
+each sub-env's reset and step infos carry ``info["state"]``, a (D,) float64 row (the coordinate
+state, ``envs.coordinates.RecordCoordinates``), and the vector env hands out ``info["state"]``
+(N, D) after every reset and step and, where an episode ended, ``info["final_state"]`` (N, D):
+the row of the state the episode ended in (rows valid where ``_final_observation``). They pass
+through shared memory like the observations.
 
 The async env's layout (issue #14). Its envs are split into contiguous groups, one per stepper:
 this process steps the first group itself (``in_process``, the default) while each of
@@ -106,20 +111,28 @@ class _EnvGroup:
         self._obs, self._final = arrays["obs"], arrays["final"]
         self._rew, self._cost = arrays["rew"], arrays["cost"]
         self._term, self._trunc = arrays["term"], arrays["trunc"]
+        self._state, self._final_state = arrays.get("state"), arrays.get("final_state")
 
     def step(self, actions: np.ndarray) -> None:
         """Step env ``lo + j`` with ``actions[j]``; autoreset the envs that ended."""
+        state = self._state
         for i, env, act in zip(range(self.lo, self.hi), self.envs, actions, strict=True):
-            obs, self._rew[i], self._cost[i], term, trunc, _ = env.step(act)
+            obs, self._rew[i], self._cost[i], term, trunc, info = env.step(act)
             self._term[i], self._trunc[i] = term, trunc
             if term or trunc:
                 self._final[i] = obs
-                obs, _ = env.reset()
+                if state is not None:
+                    self._final_state[i] = info["state"]
+                obs, info = env.reset()
             self._obs[i] = obs
+            if state is not None:
+                state[i] = info["state"]
 
     def reset(self, kwargs: list[dict[str, Any]]) -> None:
         for i, env, kw in zip(range(self.lo, self.hi), self.envs, kwargs, strict=True):
-            self._obs[i], _ = env.reset(**kw)
+            self._obs[i], info = env.reset(**kw)
+            if self._state is not None:
+                self._state[i] = info["state"]
 
     def call(self, name: str, args: tuple, kwargs: dict) -> list[Any]:
         out = []
@@ -138,28 +151,36 @@ class _SafeVectorBase(gym.vector.VectorEnv):
 
     Subclasses fill ``self._obs`` (N, obs_dim), ``self._rew``, ``self._cost``, ``self._term``,
     ``self._trunc`` (N,) and, for envs that ended, ``self._final`` (N, obs_dim) in
-    :meth:`_step_envs` / :meth:`_reset_envs`.
+    :meth:`_step_envs` / :meth:`_reset_envs`; with a recorded state also ``self._state`` and
+    ``self._final_state`` (N, D). ``state_spec``: what the sub-envs say their state rows are
+    (their ``state_spec``, None without ``record_state``).
     """
 
     def __init__(self, num_envs: int, observation_space: gym.Space, action_space: gym.Space,
-                 seed: int | None, buffers: dict[str, np.ndarray]) -> None:
+                 seed: int | None, buffers: dict[str, np.ndarray], state_spec: Any = None) -> None:
         super().__init__(num_envs, observation_space, action_space)
         self._first_seed = seed
         self._obs, self._final = buffers["obs"], buffers["final"]
         self._rew, self._cost = buffers["rew"], buffers["cost"]
         self._term, self._trunc = buffers["term"], buffers["trunc"]
+        self._state, self._final_state = buffers.get("state"), buffers.get("final_state")
+        self.state_spec = state_spec
         self._ep_ret = np.zeros(num_envs)
         self._ep_cost = np.zeros(num_envs)
         self._ep_len = np.zeros(num_envs, dtype=np.int64)
         self._action_shape = (num_envs, *action_space.shape)
 
     @staticmethod
-    def _buffers(num_envs: int, obs_space: gym.Space, alloc: Callable[[tuple, Any], np.ndarray]
-                 ) -> dict[str, np.ndarray]:
+    def _buffers(num_envs: int, obs_space: gym.Space, alloc: Callable[[tuple, Any], np.ndarray],
+                 state_dim: int = 0) -> dict[str, np.ndarray]:
         obs_shape, obs_dtype = (num_envs, *obs_space.shape), obs_space.dtype
-        return {"obs": alloc(obs_shape, obs_dtype), "final": alloc(obs_shape, obs_dtype),
-                "rew": alloc((num_envs,), np.float64), "cost": alloc((num_envs,), np.float64),
-                "term": alloc((num_envs,), np.bool_), "trunc": alloc((num_envs,), np.bool_)}
+        out = {"obs": alloc(obs_shape, obs_dtype), "final": alloc(obs_shape, obs_dtype),
+               "rew": alloc((num_envs,), np.float64), "cost": alloc((num_envs,), np.float64),
+               "term": alloc((num_envs,), np.bool_), "trunc": alloc((num_envs,), np.bool_)}
+        if state_dim:
+            out["state"] = alloc((num_envs, state_dim), np.float64)
+            out["final_state"] = alloc((num_envs, state_dim), np.float64)
+        return out
 
     def _reset_envs(self, seeds: list[int | None], options: dict | None) -> None:
         raise NotImplementedError
@@ -177,7 +198,7 @@ class _SafeVectorBase(gym.vector.VectorEnv):
         self._ep_ret[:] = 0.0
         self._ep_cost[:] = 0.0
         self._ep_len[:] = 0
-        return self._obs.copy(), {}
+        return self._obs.copy(), ({} if self._state is None else {"state": self._state.copy()})
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                   np.ndarray, dict]:
@@ -192,12 +213,16 @@ class _SafeVectorBase(gym.vector.VectorEnv):
         self._ep_cost += cost
         self._ep_len += 1
         info: dict[str, Any] = {}
+        if self._state is not None:
+            info["state"] = self._state.copy()
         done = term | trunc
         if np.count_nonzero(done):  # ndarray.any() costs ~2 us on (N,) arrays, this ~0.1 us
             final = np.empty(self.num_envs, dtype=object)
             for i in np.flatnonzero(done):
                 final[i] = self._final[i].copy()
             info["final_observation"], info["_final_observation"] = final, done
+            if self._state is not None:
+                info["final_state"] = self._final_state.copy()
             info["episode"] = {"r": np.where(done, self._ep_ret, 0.0),
                                "c": np.where(done, self._ep_cost, 0.0),
                                "l": np.where(done, self._ep_len, 0)}
@@ -209,14 +234,18 @@ class _SafeVectorBase(gym.vector.VectorEnv):
 
 
 class SyncSafeVectorEnv(_SafeVectorBase):
-    """The envs stepped one after the other in this process (``envs`` lists them)."""
+    """The envs stepped one after the other in this process (``envs`` lists them).
+    ``record_state``: collect the sub-envs' ``info["state"]`` (module docstring)."""
 
-    def __init__(self, factories: Sequence[EnvFactory], seed: int | None = None) -> None:
+    def __init__(self, factories: Sequence[EnvFactory], seed: int | None = None, *,
+                 record_state: bool = False) -> None:
         envs = [f() for f in factories]
         first = envs[0]
         n = len(envs)
-        buffers = self._buffers(n, first.observation_space, lambda shape, dt: np.zeros(shape, dt))
-        super().__init__(n, first.observation_space, first.action_space, seed, buffers)
+        state_dim, state_spec = _state_of(first, record_state)
+        buffers = self._buffers(n, first.observation_space, lambda shape, dt: np.zeros(shape, dt),
+                                state_dim)
+        super().__init__(n, first.observation_space, first.action_space, seed, buffers, state_spec)
         self._group = _EnvGroup(envs, 0, buffers)
         self.envs = envs
         self.metadata = first.metadata
@@ -234,6 +263,16 @@ class SyncSafeVectorEnv(_SafeVectorBase):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._group.close()
+
+
+def _state_of(env: gym.Env, record_state: bool) -> tuple[int, Any]:
+    """(D, state_spec) of the state rows ``env`` puts in its infos; (0, None) unless recorded."""
+    if not record_state:
+        return 0, None
+    if not hasattr(env, "state_dim"):
+        raise ValueError(f"record_state needs envs that record a state (state_dim, "
+                         f"info['state']), not {env}")
+    return int(env.state_dim), env.state_spec
 
 
 def _shared(ctx: Any, shape: tuple, dtype: Any) -> tuple[Any, tuple, np.dtype]:
@@ -340,12 +379,13 @@ class AsyncSafeVectorEnv(_SafeVectorBase):
 
     ``num_workers`` defaults to :func:`default_num_workers`: one stepper per core. An exception
     from an env is raised here again (same type) and the vector env is closed; a worker's
-    carries the worker's traceback as its note.
+    carries the worker's traceback as its note. ``record_state``: collect the sub-envs'
+    ``info["state"]`` (module docstring).
     """
 
     def __init__(self, factories: Sequence[EnvFactory], seed: int | None = None,
                  context: str | None = None, *, num_workers: int | None = None,
-                 in_process: bool = True) -> None:
+                 in_process: bool = True, record_state: bool = False) -> None:
         n = len(factories)
         if num_workers is None:
             num_workers = default_num_workers(n, in_process)
@@ -362,10 +402,11 @@ class AsyncSafeVectorEnv(_SafeVectorBase):
         first = envs[0] if envs else factories[0]()
         obs_space, act_space = first.observation_space, first.action_space
         self.metadata, self.render_mode = first.metadata, first.render_mode
+        state_dim, state_spec = _state_of(first, record_state)
         if not envs:
             first.close()
         blocks = {k: _shared(ctx, a.shape, a.dtype)
-                  for k, a in self._buffers(n, obs_space, np.empty).items()}
+                  for k, a in self._buffers(n, obs_space, np.empty, state_dim).items()}
         # float64 holds float32 or float64 actions exactly; each step tells the workers the dtype.
         blocks["act"] = _shared(ctx, (n, *act_space.shape), np.float64)
         arrays = {k: _view(b) for k, b in blocks.items()}
@@ -384,7 +425,7 @@ class AsyncSafeVectorEnv(_SafeVectorBase):
             self._procs.append(proc)
         self._fds = [conn.fileno() for conn in self._conns]
         self._groups = groups
-        super().__init__(n, obs_space, act_space, seed, arrays)
+        super().__init__(n, obs_space, act_space, seed, arrays, state_spec)
         self._gather()  # every env is built
 
     @property
