@@ -221,10 +221,15 @@ if not SMOKE:
 #   60.5 ± 15.9 and 70.8 ± 12.5 with the 4k batch (two runs), 50.2 ± 5.3 with a 16k batch (4x the
 #   samples), 51.1 ± 4.0 with the cost GAE $\lambda$ at 0.8, 58.7 ± 7.8 with the E-step's KL at
 #   0.02 and 50.2 ± 5.3 for PPO on the cost alone: the right panel's points sit far under $y = x$;
+# * neither more samples for the cost direction nor bigger steps change that: the cost
+#   advantages pooled over the last 4 or 8 batches, reweighted to the current policy
+#   (`Config.cost_pool`), give 46.8 and 46.0 (a 3-4% cut); 4x the step (`target_kl` 0.1) claims
+#   a cut of 326 per episode and delivers 56.4; with a 16k batch as well, 43.9 (8%, within one
+#   standard error). docs/results.md, "More samples or bigger steps for the cost direction";
 # * the same pure descent from a fresh (random) policy takes the cost from 75 to 0-5 within
 #   44,000 steps (issue 26's measurement).
 #
-# Ten updates of about 0.025 KL each do not turn a policy that drives through hazards on its way
+# Ten updates of about 0.025 KL each (or 0.1) do not turn a policy that drives through hazards on its way
 # to the goal into one that goes around them. So on this task **the constraint has to act before
 # the hazard-crossing route is learned, not repair it afterwards**: the controller's authority
 # (how far toward $u = -1$ it may go) and its start matter more than a better cost direction
