@@ -36,9 +36,10 @@
 # **Smoke mode** (CI) trains each algorithm for a few thousand steps on the toy task: the curves
 # are short but every line of the notebook runs. **Full mode** trains on SafetyPointGoal1-v0
 # for 1M steps per run with the settings of `python -m dynacppo_lite bench learning` (one env,
-# 4,000-step iterations): on a 2-core CPU about 7 min for cppo and for ppo-lag and 15 min for
-# dyna-cppo, then about 20 min for section 5.4's recovery experiment, so under an hour in all (a
-# GPU adds little for these small networks).
+# 4,000-step iterations): on a 2-core CPU about 6-7 min for cppo and for ppo-lag and 15-22 min
+# for dyna-cppo, then 8-20 min for section 5.4's recovery experiment (the ranges: a quiet machine
+# and one running other training beside it), so under an hour in all (a GPU adds little for
+# these small networks).
 # Finished runs are reused and interrupted ones resumed when the notebook is run again, and a
 # `bench learning` run directory with the same runs (seed 0) can be copied in to reuse it.
 #
