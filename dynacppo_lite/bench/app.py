@@ -12,7 +12,8 @@ websocket (no browser: the visitors' own rendering runs on their machines, not o
    from the kernel: **redraw**, per slider move, while the others are still arriving.
 
 Then, the N visitors still connected: the server's memory (PSS of the server and its kernels:
-shared libraries counted once), what visitor N+1 gets (the "full" page: HTTP 503), and, with
+shared libraries counted once), the CPU seconds the server and its kernels used per visitor (the
+same on a busy machine), what visitor N+1 gets (the "full" page: HTTP 503), and, with
 ``--after-cull``, the memory once every visitor has left and the idle kernels were culled.
 
 Writes a markdown table to stdout and to ``--out/app.md``, the numbers to ``--out/app.json``.
@@ -288,6 +289,7 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
     # N browsers, each with its own connection.
     AsyncHTTPClient.configure(None, max_clients=max(10, 2 * n + 2))
     idle_mib, _ = server_pss_mib(server.proc.pid)
+    cpu0 = tree_cpu_s(server.proc.pid)
     visits = [Visit() for _ in range(n)]
     sockets: list[KernelSocket] = []
     t0 = time.monotonic()
@@ -295,6 +297,9 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
     all_in_s = time.monotonic() - t0
     await asyncio.sleep(settle_s)
     loaded_mib, kernels = server_pss_mib(server.proc.pid)
+    # CPU seconds do not depend on what else runs on the machine: the cost of a visitor's start
+    # and slider moves, comparable across runs where the timings are not.
+    cpu_s = tree_cpu_s(server.proc.pid) - cpu0
     extra = Visit()  # visitor N+1, the N still connected
     await visit(server.url, extra, sockets, timeout)
     alive = server.proc.poll() is None and kernel_count(server.proc.pid) >= 1
@@ -308,7 +313,7 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
         "redraw worst s": max(redraws) if redraws else None,
         "redraws": f"{len(redraws)}/{sum(v.explorers for v in visits)}",
         "idle MiB": idle_mib, "loaded MiB": loaded_mib, "kernels": kernels,
-        "MiB per visitor": (loaded_mib - idle_mib) / n,
+        "MiB per visitor": (loaded_mib - idle_mib) / n, "CPU s per visitor": cpu_s / n,
         "visitor N+1": {503: "503 full page"}.get(extra.status, f"HTTP {extra.status}"),
         "server up": "yes" if alive else "NO", "all in s": all_in_s,
         "errors": sorted({v.error for v in visits if v.error}),
@@ -326,7 +331,8 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
 
 
 COLUMNS = ["N", "served", "first render median s", "first render worst s", "redraw median s",
-           "redraw worst s", "idle MiB", "loaded MiB", "MiB per visitor", "visitor N+1", "server up"]
+           "redraw worst s", "idle MiB", "loaded MiB", "MiB per visitor", "CPU s per visitor",
+           "visitor N+1", "server up"]
 
 
 def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
