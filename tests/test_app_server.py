@@ -82,18 +82,77 @@ def test_a_remote_visitor_sees_no_traceback(tmp_path, broken_runs) -> None:
     assert not leaked, f"a remote visitor sees {leaked}"
 
 
-def test_tracebacks_are_asked_for_only_on_localhost() -> None:
+def _serve():
+    """``app/serve.py`` as a module."""
     sys.path.insert(0, str(ROOT / "app"))
     try:
         import serve
     finally:
         sys.path.remove(str(ROOT / "app"))
+    return serve
+
+
+def test_tracebacks_are_asked_for_only_on_localhost() -> None:
+    serve = _serve()
     for host, shown in [("127.0.0.1", True), ("localhost", True), ("0.0.0.0", False),
                         ("192.168.1.5", False)]:
         args = serve.voila_args(serve.parse([f"--host={host}"])[0])
         assert f"--show_tracebacks={shown}" in args and f"--Voila.ip={host}" in args
     with pytest.raises(SystemExit):
         serve.parse(["--max-visitors=-1"])
+
+
+def test_the_culler_spares_a_rendering_page_and_the_heap_is_trimmed_once_after_shutdowns(
+        monkeypatch) -> None:
+    """The culler may see a starting kernel idle, with no connection yet (seen when a class's
+    starts outlast the cull timeout): a kernel whose page is still rendering is not culled. Once
+    kernels are shut down, the server's freed heap goes back to the system, once for a batch."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    serve = _serve()
+    assert serve.trim_heap() is sys.platform.startswith("linux")  # glibc's malloc_trim
+    app = serve.make_voila_class()()
+    app.reserved = {"rendering"}
+    culled, shut, trims = [], [], []
+
+    async def cull(self, kernel_id):
+        culled.append(kernel_id)
+
+    async def shutdown(self, kernel_id, now=False, restart=False):
+        shut.append(kernel_id)
+
+    monkeypatch.setattr(AsyncMappingKernelManager, "cull_kernel_if_idle", cull)
+    monkeypatch.setattr(AsyncMappingKernelManager, "shutdown_kernel", shutdown)
+    monkeypatch.setattr(serve, "trim_heap", lambda: trims.append(1))
+    km = app.KernelManager(parent=app)
+
+    async def run() -> None:
+        for kernel_id in ("rendering", "idle"):
+            await km.cull_kernel_if_idle(kernel_id)
+        for kernel_id in ("a", "b", "c"):
+            await km.shutdown_kernel(kernel_id)
+        await asyncio.sleep(1.5)
+
+    asyncio.run(run())
+    assert culled == ["idle"] and shut == ["a", "b", "c"] and trims == [1]
+
+
+def test_the_server_loads_at_start_what_its_first_kernel_start_keeps(tmp_path) -> None:
+    """Its size before a class is then the size it returns to after one (the kernel's spec read
+    through ipykernel and IPython, the machine's addresses through psutil: ~4 MiB)."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, 'app'); import serve\n"
+            "app = serve.make_voila_class()()\n"
+            "app.initialize(serve.voila_args(serve.parse(['--port=0'])[0]))\n"
+            f"app.connection_dir = {str(tmp_path)!r}\n"
+            "app.init_settings()\n"
+            "print([m for m in ('IPython', 'psutil') if m in sys.modules])\n"
+            "app.init_handlers()\n"
+            "print([m for m in ('IPython', 'psutil') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.splitlines()
+    assert out == ["[]", "['IPython', 'psutil']"]
 
 
 def test_an_execute_request_on_a_visitors_kernel_does_not_run(tmp_path) -> None:
