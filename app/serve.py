@@ -70,6 +70,13 @@ def prepare_runs() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def trim_heap() -> bool:
     """Return the heap's free memory to the system (glibc's ``malloc_trim``); False where the C
     library has none."""
@@ -163,7 +170,9 @@ def make_voila_class() -> type:
             app.reserved.add(kernel_id)
             self._reserved = _ReservedKernel(self.settings["kernel_manager"], kernel_id)
             try:
-                await super().get(path)
+                async with app.starting:
+                    await super().get(path)
+                    app.log.info("Page served: kernel %s", kernel_id)
             finally:
                 app.reserved.discard(kernel_id)  # live now (listed), or failed to start
 
@@ -173,11 +182,18 @@ def make_voila_class() -> type:
 
     class ClassVoila(Voila):
         max_visitors = Int(0, config=True, help="Live kernels at most (0: no limit).")
+        max_starts = Int(0, config=True, help="Pages that start their kernel at once, at most "
+                                              "(0: one per CPU core).")
         KernelManager = ClassKernelManager
 
         def initialize(self, argv: list[str] | None = None) -> None:
             self.reserved: set[str] = set()
             super().initialize(argv)
+            # A class arriving at once: the starts take turns (first come, first served) rather
+            # than share the cores all together, so that the first visitors get their page
+            # early, not all near the end, and their slider moves do not queue behind a room's
+            # kernel starts. The last one waits as long (the same work in all).
+            self.starting = asyncio.Semaphore(self.max_starts or cpu_cores())
             self.voila_configuration.multi_kernel_manager_class = self.KernelManager
 
         def visitors(self) -> int:
@@ -209,6 +225,7 @@ def voila_args(opts: argparse.Namespace) -> list[str]:
             # A traceback shows the server's paths and code: only to someone on this machine.
             f"--show_tracebacks={local}",
             f"--ClassVoila.max_visitors={opts.max_visitors}",
+            f"--ClassVoila.max_starts={opts.starts}",
             f"--MappingKernelManager.cull_idle_timeout={opts.cull_idle}",
             f"--MappingKernelManager.cull_interval={opts.cull_interval}",
             f"--MappingKernelManager.cull_connected={opts.cull_connected}",
@@ -234,8 +251,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--cull-connected", type=int, choices=(0, 1), default=0,
                    help="1: also cull kernels whose tab is still open (their page then offers a reload)")
     p.add_argument("--pool", type=int, default=0, help="preheated kernels kept ready (0: none)")
+    p.add_argument("--starts", type=int, default=0,
+                   help="pages that start their kernel at once; the others wait their turn "
+                        "(0: one per CPU core)")
     opts, rest = p.parse_known_args(argv)
-    for name in ("max_visitors", "cull_idle", "cull_interval", "pool"):
+    for name in ("max_visitors", "cull_idle", "cull_interval", "pool", "starts"):
         if getattr(opts, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(opts, name)}")
     if opts.cull_idle and opts.cull_interval <= 0:

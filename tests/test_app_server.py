@@ -13,6 +13,7 @@ Skipped without Voila (the ``docs`` extra).
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 import urllib.request
@@ -65,6 +66,21 @@ def test_three_visitors_at_once_then_the_full_page_then_the_memory_back(tmp_path
         # Every kernel's memory came back: what remains is the server's own, within 20% of what
         # the visitors had added (the server keeps ~15 MiB of caches after its first pages).
         assert row["after cull MiB"] - row["idle MiB"] < 0.2 * (row["loaded MiB"] - row["idle MiB"])
+
+
+def test_pages_take_turns_to_start_their_kernel(tmp_path) -> None:
+    """APP_STARTS=1: of two visitors arriving at once, the second one's kernel starts once the
+    first one's page is served (by default, one start per core at a time)."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    async def two(url: str) -> list:
+        return await asyncio.gather(*(AsyncHTTPClient().fetch(url, request_timeout=240)
+                                      for _ in range(2)))
+
+    with _server(tmp_path, max_visitors=2, cull_idle=0, cull_interval=60, starts=1) as server:
+        assert all(b"kernelId" in page.body for page in asyncio.run(two(server.url)))
+        log = Path(server.log.name).read_text()
+    assert re.findall(r"Kernel started|Page served", log) == ["Kernel started", "Page served"] * 2
 
 
 def _page(url: str) -> str:

@@ -243,7 +243,8 @@ class AppServer:
     """``make app`` on a free port, in its own session (make and Voila stop together)."""
 
     def __init__(self, *, max_visitors: int, cull_idle: int, cull_interval: int, log: Path,
-                 host: str = "127.0.0.1", runs: str | None = None, pool: int = 0) -> None:
+                 host: str = "127.0.0.1", runs: str | None = None, pool: int = 0,
+                 starts: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.port}/"
         env = {**os.environ, **({"DYNACPPO_RUNS": runs} if runs else {})}
@@ -251,7 +252,7 @@ class AppServer:
         self.proc = subprocess.Popen(
             ["make", "-s", "app", f"APP_PORT={self.port}", f"APP_HOST={host}",
              f"APP_MAX_VISITORS={max_visitors}", f"APP_CULL_IDLE={cull_idle}",
-             f"APP_CULL_INTERVAL={cull_interval}", f"APP_POOL={pool}"],
+             f"APP_CULL_INTERVAL={cull_interval}", f"APP_POOL={pool}", f"APP_STARTS={starts}"],
             cwd=project_root(), env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -345,7 +346,7 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                          "available now")
     server = AppServer(max_visitors=n, cull_idle=args.cull_idle, cull_interval=args.cull_interval,
                        log=Path(tempfile.gettempdir()) / f"dynacppo_bench_app_voila_{n}.log",
-                       pool=args.pool, runs=args.runs)
+                       pool=args.pool, runs=args.runs, starts=args.starts)
     try:
         server.wait_up()
         time.sleep(3)  # the idle size once the server settled
@@ -367,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--visitors", type=int, nargs="+", default=[5, 10, 20, 30])
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a visitor waits at most")
     p.add_argument("--pool", type=int, default=0, help="APP_POOL: preheated kernels")
+    p.add_argument("--starts", type=int, default=0,
+                   help="APP_STARTS: pages that start their kernel at once (0: one per core)")
     p.add_argument("--runs", default=None, help="DYNACPPO_RUNS for the app (default: its own)")
     p.add_argument("--after-cull", action="store_true",
                    help="after the visitors leave, wait for the cull and measure the memory")
