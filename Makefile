@@ -113,7 +113,7 @@ APP_CULL_CONNECTED ?= 0
 APP_POOL ?= 0
 APP_STARTS ?= 0
 app: $(DOCS_STAMP)
-	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" \
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" PYTHONMALLOC=malloc \
 		$(BIN)/python app/serve.py --host=$(APP_HOST) --port=$(APP_PORT) \
 		--max-visitors=$(APP_MAX_VISITORS) --cull-idle=$(APP_CULL_IDLE) \
 		--cull-interval=$(APP_CULL_INTERVAL) --cull-connected=$(APP_CULL_CONNECTED) --pool=$(APP_POOL) \

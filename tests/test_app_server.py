@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dynacppo_lite.bench.app import AppServer, KernelSocket, load, server_pss_mib
+from dynacppo_lite.bench.app import AppServer, KernelSocket, load, process_tree, server_pss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 CULL_IDLE, CULL_INTERVAL = 30, 2  # short, so that the test sees the memory come back
@@ -193,3 +193,9 @@ def test_an_execute_request_on_a_visitors_kernel_does_not_run(tmp_path) -> None:
         assert any(s["model_name"] == "ImageModel" for s in states.values())
         assert not proof.exists(), "code sent by a visitor ran in the kernel"
         assert server_pss_mib(server.proc.pid)[1] == 1
+        # While here: the server allocates with malloc (its freed pages go back after a class),
+        # its kernel with Python's allocator (the default).
+        allocators = {"server" if "serve.py" in " ".join(p.cmdline()) else "kernel":
+                      p.environ().get("PYTHONMALLOC")
+                      for p in process_tree(server.proc.pid) if p.name().startswith("python")}
+        assert allocators == {"server": "malloc", "kernel": None}
