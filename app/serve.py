@@ -7,8 +7,11 @@ class"):
   (the server never imports torch), and every kernel only reads them;
 * at most ``--max-visitors`` live kernels: the next visitor gets a short "the app is full, try
   again in a minute" page (HTTP 503, refreshing itself), not a hang nor an out-of-memory kill;
+* pages take turns to start their kernel (``--starts``, one per CPU core): a class arriving at
+  once is served first come first served, and its slider moves do not queue behind the starts;
 * idle kernels culled (jupyter_server's ``MappingKernelManager.cull_*``; never one whose page is
-  still rendering), so the memory of closed tabs comes back, the server's freed heap included;
+  still rendering), so the memory of closed tabs comes back, the server's freed heap included
+  (``make app`` runs it on the C library's malloc for that);
   a kernel that dies is removed, not restarted empty (``restart_limit=0``): the page's watcher
   (template ``offline``) then says so and offers a reload;
 * tracebacks only when listening on localhost; code execution refused as Voila always does
