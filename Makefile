@@ -103,6 +103,7 @@ site: $(DOCS_STAMP)
 #   APP_CULL_IDLE      seconds idle before a kernel is shut down (0: never); checked every
 #                      APP_CULL_INTERVAL s; APP_CULL_CONNECTED=1 culls open tabs too
 #   APP_POOL           preheated kernels kept ready (0: none; 20 gets a class of 20 in within 1 s, docs/course.md)
+#   APP_STARTS         pages that start their kernel at once, the others wait their turn (0: one per core)
 APP_HOST ?= 127.0.0.1
 APP_PORT ?= 8866
 APP_MAX_VISITORS ?= 20
@@ -110,11 +111,13 @@ APP_CULL_IDLE ?= 600
 APP_CULL_INTERVAL ?= 60
 APP_CULL_CONNECTED ?= 0
 APP_POOL ?= 0
+APP_STARTS ?= 0
 app: $(DOCS_STAMP)
-	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" \
+	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" JUPYTER_PATH="$(CURDIR)/app/jupyter" PYTHONMALLOC=malloc \
 		$(BIN)/python app/serve.py --host=$(APP_HOST) --port=$(APP_PORT) \
 		--max-visitors=$(APP_MAX_VISITORS) --cull-idle=$(APP_CULL_IDLE) \
-		--cull-interval=$(APP_CULL_INTERVAL) --cull-connected=$(APP_CULL_CONNECTED) --pool=$(APP_POOL)
+		--cull-interval=$(APP_CULL_INTERVAL) --cull-connected=$(APP_CULL_CONNECTED) --pool=$(APP_POOL) \
+		--starts=$(APP_STARTS)
 
 # Every page of the built site and the app in headless Chromium (tests/test_site.py): missing
 # resources, unrendered formulas, broken internal links, explorers that do not redraw, a dead

@@ -7,9 +7,13 @@ class"):
   (the server never imports torch), and every kernel only reads them;
 * at most ``--max-visitors`` live kernels: the next visitor gets a short "the app is full, try
   again in a minute" page (HTTP 503, refreshing itself), not a hang nor an out-of-memory kill;
-* idle kernels culled (jupyter_server's ``MappingKernelManager.cull_*``), so the memory of closed
-  tabs comes back; a kernel that dies is removed, not restarted empty (``restart_limit=0``): the
-  page's watcher (template ``offline``) then says so and offers a reload;
+* pages take turns to start their kernel (``--starts``, one per CPU core): a class arriving at
+  once is served first come first served, and its slider moves do not queue behind the starts;
+* idle kernels culled (jupyter_server's ``MappingKernelManager.cull_*``; never one whose page is
+  still rendering), so the memory of closed tabs comes back, the server's freed heap included
+  (``make app`` runs it on the C library's malloc for that);
+  a kernel that dies is removed, not restarted empty (``restart_limit=0``): the page's watcher
+  (template ``offline``) then says so and offers a reload;
 * tracebacks only when listening on localhost; code execution refused as Voila always does
   (only comm and info messages reach a visitor's kernel).
 
@@ -20,6 +24,10 @@ other argument goes to Voila as it is.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ctypes
+import ctypes.util
+import gc
 import os
 import subprocess
 import sys
@@ -65,10 +73,30 @@ def prepare_runs() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def trim_heap() -> bool:
+    """Return the heap's free memory to the system (glibc's ``malloc_trim``); False where the C
+    library has none."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def make_voila_class() -> type:
     """Voila with a visitor limit on the notebook's page (imported late: ``--help`` and the
     tests of the argument handling need no Voila)."""
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+    from jupyter_client.localinterfaces import local_ips
     from jupyter_core.utils import ensure_async
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
     from traitlets import Int
     from voila.app import Voila
     from voila.tornado.handler import TornadoVoilaHandler
@@ -85,6 +113,30 @@ def make_voila_class() -> type:
             if isinstance(message, bytes) and self.selected_subprotocol != V1_PROTOCOL:
                 return super(VoilaKernelWebsocketHandler, self).write_message(message, binary)
             return super().write_message(message, binary)
+
+    class ClassKernelManager(AsyncMappingKernelManager):
+        """The visitors' kernels. One whose page is still rendering is never culled: it works
+        for its visitor, yet the culler may see it idle with no connection and shut it down
+        mid-start (seen when a class's starts outlasted the cull timeout). After shutdowns the
+        server frees what the kernels left in reference cycles, which Python's collector reaches
+        seldom (~1.5 MiB a visitor, until then), and hands its freed heap back to the system
+        (glibc keeps it otherwise)."""
+
+        _trim: asyncio.TimerHandle | None = None
+
+        async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+            if kernel_id not in self.parent.reserved:
+                await super().cull_kernel_if_idle(kernel_id)
+
+        async def shutdown_kernel(self, kernel_id: str, now: bool = False, restart: bool = False) -> None:
+            await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+            if self._trim is None:  # once for the kernels shut down together
+                self._trim = asyncio.get_running_loop().call_later(1.0, self._trim_heap)
+
+        def _trim_heap(self) -> None:
+            self._trim = None
+            gc.collect()
+            trim_heap()
 
     class _ReservedKernel:
         """The kernel manager as the page handler sees it: the visitor's kernel is started under
@@ -121,7 +173,9 @@ def make_voila_class() -> type:
             app.reserved.add(kernel_id)
             self._reserved = _ReservedKernel(self.settings["kernel_manager"], kernel_id)
             try:
-                await super().get(path)
+                async with app.starting:
+                    await super().get(path)
+                    app.log.info("Page served: kernel %s", kernel_id)
             finally:
                 app.reserved.discard(kernel_id)  # live now (listed), or failed to start
 
@@ -131,10 +185,19 @@ def make_voila_class() -> type:
 
     class ClassVoila(Voila):
         max_visitors = Int(0, config=True, help="Live kernels at most (0: no limit).")
+        max_starts = Int(0, config=True, help="Pages that start their kernel at once, at most "
+                                              "(0: one per CPU core).")
+        KernelManager = ClassKernelManager
 
         def initialize(self, argv: list[str] | None = None) -> None:
             self.reserved: set[str] = set()
             super().initialize(argv)
+            # A class arriving at once: the starts take turns (first come, first served) rather
+            # than share the cores all together, so that the first visitors get their page
+            # early, not all near the end, and their slider moves do not queue behind a room's
+            # kernel starts. The last one waits as long (the same work in all).
+            self.starting = asyncio.Semaphore(self.max_starts or cpu_cores())
+            self.voila_configuration.multi_kernel_manager_class = self.KernelManager
 
         def visitors(self) -> int:
             """Visitors' kernels, live or admitted and starting, less a preheated pool's unused
@@ -146,6 +209,12 @@ def make_voila_class() -> type:
         def init_handlers(self) -> list:
             ours = {TornadoVoilaHandler: FullAwareVoilaHandler,
                     VoilaKernelWebsocketHandler: KernelWebsocketHandler}
+            # Loaded now what the first kernel start loads once and keeps (the kernel's spec,
+            # read through ipykernel and so IPython; the machine's addresses, through psutil):
+            # ~4 MiB that the server holds from its first visitor on, so that its size before a
+            # class is the size it returns to after one.
+            self.kernel_spec_manager.get_kernel_spec(NATIVE_KERNEL_NAME)  # the notebook's kernel
+            local_ips()
             return [(h[0], ours.get(h[1], h[1]), *h[2:]) for h in super().init_handlers()]
 
     return ClassVoila
@@ -159,6 +228,7 @@ def voila_args(opts: argparse.Namespace) -> list[str]:
             # A traceback shows the server's paths and code: only to someone on this machine.
             f"--show_tracebacks={local}",
             f"--ClassVoila.max_visitors={opts.max_visitors}",
+            f"--ClassVoila.max_starts={opts.starts}",
             f"--MappingKernelManager.cull_idle_timeout={opts.cull_idle}",
             f"--MappingKernelManager.cull_interval={opts.cull_interval}",
             f"--MappingKernelManager.cull_connected={opts.cull_connected}",
@@ -184,8 +254,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--cull-connected", type=int, choices=(0, 1), default=0,
                    help="1: also cull kernels whose tab is still open (their page then offers a reload)")
     p.add_argument("--pool", type=int, default=0, help="preheated kernels kept ready (0: none)")
+    p.add_argument("--starts", type=int, default=0,
+                   help="pages that start their kernel at once; the others wait their turn "
+                        "(0: one per CPU core)")
     opts, rest = p.parse_known_args(argv)
-    for name in ("max_visitors", "cull_idle", "cull_interval", "pool"):
+    for name in ("max_visitors", "cull_idle", "cull_interval", "pool", "starts"):
         if getattr(opts, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(opts, name)}")
     if opts.cull_idle and opts.cull_interval <= 0:
@@ -195,6 +268,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # make app runs the server on the C library's malloc (PYTHONMALLOC=malloc): once a class has
+    # gone, trim_heap hands back its freed pages, where Python's allocator keeps every 1 MiB
+    # arena that still holds an object (~20 MiB after 20 visitors at once). The kernels keep
+    # Python's allocator, quicker for their figures.
+    os.environ.pop("PYTHONMALLOC", None)
     opts, rest = parse(sys.argv[1:] if argv is None else argv)
     os.environ["DYNACPPO_RUNS"] = prepare_runs()  # the kernels inherit it
     print(f"app: browsing runs in {os.environ['DYNACPPO_RUNS']}", flush=True)

@@ -36,7 +36,10 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.transforms import Bbox
 
 from dynacppo_lite.config import Config
 from dynacppo_lite.estep import EStepResult, solve_estep
@@ -69,10 +72,32 @@ CONTROLS_WIDTH = "380px"
 FIGURE_MIN_WIDTH = "420px"
 
 
+#: The explorers' figures are drawn at this resolution (dots per inch of ``figsize``).
+PNG_DPI = 80
+
+
+def _figure(figsize: tuple[float, float], layout: str | None = "constrained") -> Figure:
+    """A figure on an Agg canvas at ``PNG_DPI``: drawn as it is sent, no change of dpi."""
+    figure = Figure(figsize=figsize, dpi=PNG_DPI, layout=layout)
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def _png(figure: Figure) -> bytes:
+    """The figure as PNG, printed by its canvas directly: ``savefig`` draws a figure with a
+    layout engine twice (once only to lay it out), and that first pass is a third of an
+    explorer's redraw; the figure's own draw runs its layout engine as well (the same pixels)."""
     buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=80)
+    figure.canvas.print_png(buf)
     return buf.getvalue()
+
+
+def _layout_shape(figure: Figure) -> tuple[tuple[int, int], ...]:
+    """What the panels' constrained layout depends on that a redraw changes: the number of
+    panels and the longest tick label of each axis (titles and axis labels keep their height)."""
+    return tuple((max((len(t.get_text()) for t in ax.get_xticklabels()), default=0),
+                  max((len(t.get_text()) for t in ax.get_yticklabels()), default=0))
+                 for ax in figure.axes)
 
 
 def _bundle(widget: widgets.Widget, png: bytes) -> dict[str, Any]:
@@ -94,7 +119,9 @@ class _Explorer:
 
     def __init__(self, controls: dict[str, widgets.Widget]) -> None:
         self.controls = controls
-        self.figure = Figure(figsize=self.figsize, layout="constrained")
+        self.figure = _figure(self.figsize, layout=None)  # laid out by update(): _lay_out
+        self.layouts: dict[tuple[tuple[int, int], ...], list[Bbox]] = {}
+        """The panels' positions found by constrained layout, by ``_layout_shape``."""
         self.image = widgets.Image(format="png")
         self.summary = widgets.HTML()
         self.result: Any = None
@@ -127,8 +154,21 @@ class _Explorer:
         self.figure.clear()
         self.compute()
         self.draw()
+        self._lay_out()
         self.image.value = _png(self.figure)
         self.updates += 1
+
+    def _lay_out(self) -> None:
+        """Place the panels as constrained layout does. Laying out is half the CPU of a redraw
+        (the web app: every visitor's slider moves share two cores), and a slider move seldom
+        changes what it depends on: the positions are found once per ``_layout_shape`` and
+        reused."""
+        shape = _layout_shape(self.figure)
+        if shape not in self.layouts:
+            ConstrainedLayoutEngine().execute(self.figure)
+            self.layouts[shape] = [ax.get_position(original=True) for ax in self.figure.axes]
+        for ax, position in zip(self.figure.axes, self.layouts[shape], strict=True):
+            ax.set_position(position)
 
     def compute(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -144,7 +184,7 @@ class _Explorer:
         scales down to the room left, and below ``CONTROLS_WIDTH`` + ``FIGURE_MIN_WIDTH`` it
         wraps under the controls instead of squeezing them (a 1400 px window with Lab's file
         browser open)."""
-        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * 80)}px",
+        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * PNG_DPI)}px",
                                            height="auto")
         controls = widgets.VBox(list(self.controls.values()),
                                 layout=widgets.Layout(flex="0 0 auto", min_width=CONTROLS_WIDTH))
@@ -248,33 +288,31 @@ class MStepExplorer(_Explorer):
                                        description="fit steps", **_slider()),
         }
         self.n, self.seed = n, seed
+        self._fits: dict[tuple[float, float, int], tuple[np.ndarray, dict]] = {}
         super().__init__(controls)
         self.update()
 
-    def _fit(self, v: np.ndarray, lower_clip: float, steps: int) -> tuple[np.ndarray, dict]:
-        import torch
+    #: Fits kept (oldest dropped first): moving the curve's target v refits nothing, moving b
+    #: refits only the clipped batch (the unclipped one does not depend on b).
+    KEEP_FITS = 64
 
-        from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss
+    def _fit(self, spread: float, lower_clip: float, steps: int) -> tuple[np.ndarray, dict]:
+        """The batch for ``spread`` fitted with clip ``lower_clip``: (ratios, diagnostics)."""
+        key = (spread, lower_clip, steps)
+        if key not in self._fits:
+            if len(self._fits) >= self.KEEP_FITS:
+                del self._fits[next(iter(self._fits))]
+            self._fits[key] = _fit_ratios(self._targets(spread), lower_clip, steps)
+        return self._fits[key]
 
-        v_t = torch.as_tensor(v, dtype=torch.float32)
-        logp_old = torch.zeros_like(v_t)
-        logp = torch.zeros_like(v_t, requires_grad=True)
-        opt = torch.optim.Adam([logp], lr=0.05)
-        for _ in range(steps):
-            loss = mstep_loss(logp, logp_old, v_t, lower_clip=lower_clip)
-            opt.zero_grad()
-            (loss * len(v)).backward()  # per-sample gradients of order 1 for Adam
-            opt.step()
-        with torch.no_grad():
-            diag = mstep_diagnostics(logp, logp_old, lower_clip=lower_clip)
-        return torch.exp(logp.detach()).numpy(), diag
+    def _targets(self, spread: float) -> np.ndarray:
+        return np.exp(np.random.default_rng(self.seed).normal(0.0, spread, self.n))
 
     def compute(self) -> None:
         p = self.values()
-        rng = np.random.default_rng(self.seed)
-        v = np.exp(rng.normal(0.0, p["spread"], self.n))
-        r_clip, d_clip = self._fit(v, p["lower_clip"], p["steps"])
-        r_free, d_free = self._fit(v, NO_CLIP, p["steps"])
+        v = self._targets(p["spread"])
+        r_clip, d_clip = self._fit(p["spread"], p["lower_clip"], p["steps"])
+        r_free, d_free = self._fit(p["spread"], NO_CLIP, p["steps"])
         self.result = {
             "v": v, "ratio_clip": r_clip, "ratio_noclip": r_free,
             "kl_clip": float(d_clip["approx_kl"]), "kl_noclip": float(d_free["approx_kl"]),
@@ -298,6 +336,39 @@ class MStepExplorer(_Explorer):
             f"forward KL (approx_kl): clip {res['kl_clip']:.4f} vs no clip {res['kl_noclip']:.4f}"
             f" | smallest ratio: clip {res['min_ratio_clip']:.3f} vs no clip "
             f"{res['min_ratio_noclip']:.3f}")
+
+
+#: Adam's settings for the explorer's batch fit (torch.optim.Adam's defaults, lr 0.05).
+ADAM_LR, ADAM_BETAS, ADAM_EPS = 0.05, (0.9, 0.999), 1e-8
+
+
+def _fit_ratios(v: np.ndarray, lower_clip: float, steps: int) -> tuple[np.ndarray, dict]:
+    """Free log-ratios, all starting at r = 1, fitted by Adam to targets ``v`` with
+    ``mstep.mstep_loss``: (ratios, ``mstep.mstep_diagnostics``).
+
+    Adam's update is written out (torch.optim.Adam's, step for step): the first
+    ``torch.optim`` optimizer of a process imports ``torch._dynamo``, about a CPU-second in
+    every kernel of the web app, for a fit that needs none of it."""
+    import torch
+
+    from dynacppo_lite.mstep import mstep_diagnostics, mstep_loss
+
+    v_t = torch.as_tensor(v, dtype=torch.float32)
+    logp_old = torch.zeros_like(v_t)
+    logp = torch.zeros_like(v_t, requires_grad=True)
+    mean, mean_sq = torch.zeros_like(v_t), torch.zeros_like(v_t)
+    (beta1, beta2) = ADAM_BETAS
+    for step in range(1, steps + 1):
+        loss = mstep_loss(logp, logp_old, v_t, lower_clip=lower_clip)
+        (grad,) = torch.autograd.grad(loss * len(v), logp)  # per-sample gradients of order 1
+        with torch.no_grad():
+            mean.lerp_(grad, 1 - beta1)
+            mean_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (mean_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(ADAM_EPS)
+            logp.addcdiv_(mean, denom, value=-ADAM_LR / (1 - beta1**step))
+    with torch.no_grad():
+        diag = mstep_diagnostics(logp, logp_old, lower_clip=lower_clip)
+    return torch.exp(logp.detach()).numpy(), diag
 
 
 def find_runs(log_dir: str | Path, max_depth: int = 3) -> list[Path]:
@@ -517,7 +588,7 @@ class TrainingMonitor:
         self.redraw_every_s = redraw_every_s
         """Redraw at most this often (a PNG of six panels costs ~0.1 s, more than a toy-task
         iteration); the last row of a run is always drawn."""
-        self.figure = Figure(figsize=self.figsize, layout="constrained")
+        self.figure = _figure(self.figsize)
         self.image = widgets.Image(format="png")
         self.status = widgets.HTML()
         self.stop_button = widgets.Button(description="stop", icon="stop", button_style="danger",
@@ -537,7 +608,7 @@ class TrainingMonitor:
         self._handles: list[Any] = []
         self.widget = widgets.VBox([widgets.HBox([self.stop_button, self.status]), self.image])
         """The stop button and the status line above the figure."""
-        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * 80)}px",
+        self.image.layout = widgets.Layout(width="100%", max_width=f"{int(self.figsize[0] * PNG_DPI)}px",
                                            height="auto")
         self.draw()
 

@@ -72,6 +72,76 @@ def test_mstep_explorer_clip_bounds_the_fit() -> None:
     assert ex.updates == 3 and bytes(ex.image.value).startswith(PNG)
 
 
+def test_mstep_explorer_fits_as_torch_adam_and_refits_only_what_a_move_changes(monkeypatch) -> None:
+    import torch
+
+    from dynacppo_lite import widgets
+    from dynacppo_lite.mstep import mstep_loss
+
+    # Adam written out (the app's kernels then never import torch._dynamo) is torch's Adam.
+    v = np.exp(np.random.default_rng(0).normal(0.0, 0.6, 64))
+    ratios, _ = widgets._fit_ratios(v, 0.4, 30)
+    v_t = torch.as_tensor(v, dtype=torch.float32)
+    logp = torch.zeros_like(v_t, requires_grad=True)
+    opt = torch.optim.Adam([logp], lr=widgets.ADAM_LR)
+    for _ in range(30):
+        opt.zero_grad()
+        (mstep_loss(logp, torch.zeros_like(v_t), v_t, lower_clip=0.4) * len(v)).backward()
+        opt.step()
+    np.testing.assert_allclose(ratios, torch.exp(logp.detach()).numpy(), rtol=1e-6)
+
+    fit, clips = widgets._fit_ratios, []
+    monkeypatch.setattr(widgets, "_fit_ratios", lambda v, b, steps: clips.append(b) or fit(v, b, steps))
+    ex = MStepExplorer(steps=20, lower_clip=0.6)
+    assert clips == [0.6, 0.0]
+    ex.controls["target_v"].value = 1.5  # the curve only: no fit
+    ex.controls["lower_clip"].value = 0.3  # the clipped batch only
+    assert clips == [0.6, 0.0, 0.3] and ex.updates == 3
+    ex.controls["lower_clip"].value = 0.6  # fitted before
+    assert clips == [0.6, 0.0, 0.3] and ex.result["lower_clip"] == 0.6
+
+
+def test_the_explorers_never_import_torchs_compiler() -> None:
+    """``torch.optim`` imports ``torch._dynamo`` (and sympy): a CPU-second in each kernel of the
+    web app, which the explorers do not need."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dynacppo_lite.widgets import EStepExplorer, MStepExplorer; "
+            "EStepExplorer(); MStepExplorer(steps=10); "
+            "print([m for m in ('torch._dynamo', 'sympy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_explorers_reuse_the_constrained_layout_while_the_panels_keep_their_shape(tmp_path) -> None:
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    def positions(figure):
+        return [ax.get_position(original=True).bounds for ax in figure.axes]
+
+    def laid_out_afresh(figure):
+        ConstrainedLayoutEngine().execute(figure)
+        return positions(figure)
+
+    ex = EStepExplorer()
+    assert ex.figure.get_layout_engine() is None and len(ex.layouts) == 1  # the draw lays out nothing
+    first = positions(ex.figure)
+    for corr in (0.5, 0.4, 0.7):  # the same panels, tick labels of the same length
+        ex.controls["correlation"].value = corr
+        assert len(ex.layouts) == 1 and positions(ex.figure) == first
+        np.testing.assert_allclose(first, laid_out_afresh(ex.figure), atol=1e-9)
+    ex.controls["cost_margin"].value = 0.01  # the histogram's ticks "0".."30" become "0.0".."22.5"
+    assert len(ex.layouts) == 2 and positions(ex.figure) != first
+    np.testing.assert_allclose(positions(ex.figure), laid_out_afresh(ex.figure), atol=1e-9)
+
+    fake_run(tmp_path, "a")
+    br = RunBrowser(tmp_path)
+    br.controls["extra"].value = "kl"  # a third panel
+    assert len(br.figure.axes) == 3
+    np.testing.assert_allclose(positions(br.figure), laid_out_afresh(br.figure), atol=1e-9)
+
+
 def fake_run(root, name, *, env_id="ToySpeedLimit-v0", cost_limit=None, n=12, seed=0):
     run = root / name
     run.mkdir(parents=True)

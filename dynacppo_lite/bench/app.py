@@ -12,7 +12,8 @@ websocket (no browser: the visitors' own rendering runs on their machines, not o
    from the kernel: **redraw**, per slider move, while the others are still arriving.
 
 Then, the N visitors still connected: the server's memory (PSS of the server and its kernels:
-shared libraries counted once), what visitor N+1 gets (the "full" page: HTTP 503), and, with
+shared libraries counted once), the CPU seconds the server and its kernels used per visitor (the
+same on a busy machine), what visitor N+1 gets (the "full" page: HTTP 503), and, with
 ``--after-cull``, the memory once every visitor has left and the idle kernels were culled.
 
 Writes a markdown table to stdout and to ``--out/app.md``, the numbers to ``--out/app.json``.
@@ -242,7 +243,8 @@ class AppServer:
     """``make app`` on a free port, in its own session (make and Voila stop together)."""
 
     def __init__(self, *, max_visitors: int, cull_idle: int, cull_interval: int, log: Path,
-                 host: str = "127.0.0.1", runs: str | None = None, pool: int = 0) -> None:
+                 host: str = "127.0.0.1", runs: str | None = None, pool: int = 0,
+                 starts: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.port}/"
         env = {**os.environ, **({"DYNACPPO_RUNS": runs} if runs else {})}
@@ -250,7 +252,7 @@ class AppServer:
         self.proc = subprocess.Popen(
             ["make", "-s", "app", f"APP_PORT={self.port}", f"APP_HOST={host}",
              f"APP_MAX_VISITORS={max_visitors}", f"APP_CULL_IDLE={cull_idle}",
-             f"APP_CULL_INTERVAL={cull_interval}", f"APP_POOL={pool}"],
+             f"APP_CULL_INTERVAL={cull_interval}", f"APP_POOL={pool}", f"APP_STARTS={starts}"],
             cwd=project_root(), env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -274,7 +276,9 @@ class AppServer:
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except ProcessLookupError:  # it had stopped
+            pass
+        except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
 
@@ -288,6 +292,7 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
     # N browsers, each with its own connection.
     AsyncHTTPClient.configure(None, max_clients=max(10, 2 * n + 2))
     idle_mib, _ = server_pss_mib(server.proc.pid)
+    cpu0 = tree_cpu_s(server.proc.pid)
     visits = [Visit() for _ in range(n)]
     sockets: list[KernelSocket] = []
     t0 = time.monotonic()
@@ -295,6 +300,9 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
     all_in_s = time.monotonic() - t0
     await asyncio.sleep(settle_s)
     loaded_mib, kernels = server_pss_mib(server.proc.pid)
+    # CPU seconds do not depend on what else runs on the machine: the cost of a visitor's start
+    # and slider moves, comparable across runs where the timings are not.
+    cpu_s = tree_cpu_s(server.proc.pid) - cpu0
     extra = Visit()  # visitor N+1, the N still connected
     await visit(server.url, extra, sockets, timeout)
     alive = server.proc.poll() is None and kernel_count(server.proc.pid) >= 1
@@ -308,7 +316,7 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
         "redraw worst s": max(redraws) if redraws else None,
         "redraws": f"{len(redraws)}/{sum(v.explorers for v in visits)}",
         "idle MiB": idle_mib, "loaded MiB": loaded_mib, "kernels": kernels,
-        "MiB per visitor": (loaded_mib - idle_mib) / n,
+        "MiB per visitor": (loaded_mib - idle_mib) / n, "CPU s per visitor": cpu_s / n,
         "visitor N+1": {503: "503 full page"}.get(extra.status, f"HTTP {extra.status}"),
         "server up": "yes" if alive else "NO", "all in s": all_in_s,
         "errors": sorted({v.error for v in visits if v.error}),
@@ -326,7 +334,8 @@ async def load(server: AppServer, n: int, *, timeout: float, after_cull: float |
 
 
 COLUMNS = ["N", "served", "first render median s", "first render worst s", "redraw median s",
-           "redraw worst s", "idle MiB", "loaded MiB", "MiB per visitor", "visitor N+1", "server up"]
+           "redraw worst s", "idle MiB", "loaded MiB", "MiB per visitor", "CPU s per visitor",
+           "visitor N+1", "server up"]
 
 
 def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -337,7 +346,7 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                          "available now")
     server = AppServer(max_visitors=n, cull_idle=args.cull_idle, cull_interval=args.cull_interval,
                        log=Path(tempfile.gettempdir()) / f"dynacppo_bench_app_voila_{n}.log",
-                       pool=args.pool, runs=args.runs)
+                       pool=args.pool, runs=args.runs, starts=args.starts)
     try:
         server.wait_up()
         time.sleep(3)  # the idle size once the server settled
@@ -359,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--visitors", type=int, nargs="+", default=[5, 10, 20, 30])
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a visitor waits at most")
     p.add_argument("--pool", type=int, default=0, help="APP_POOL: preheated kernels")
+    p.add_argument("--starts", type=int, default=0,
+                   help="APP_STARTS: pages that start their kernel at once (0: one per core)")
     p.add_argument("--runs", default=None, help="DYNACPPO_RUNS for the app (default: its own)")
     p.add_argument("--after-cull", action="store_true",
                    help="after the visitors leave, wait for the cull and measure the memory")
