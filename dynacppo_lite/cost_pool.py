@@ -48,12 +48,11 @@ class CostPool:
         if size < 0:
             raise ValueError(f"the cost pool must hold >= 0 batches, got {size}")
         self.cap = cap
-        self.batches: deque[dict[str, torch.Tensor]] = deque(maxlen=max(size, 1))
-        self.size = size
+        self.batches: deque[dict[str, torch.Tensor]] = deque(maxlen=size)
 
     def push(self, batch: Batch) -> None:
         """Keep ``batch``'s real samples (``critic_mask``; imagined ones are not kept)."""
-        if self.size == 0:
+        if self.batches.maxlen == 0:  # the default pool of none: copy nothing
             return
         real = batch.critic_mask
         self.batches.append({k: getattr(batch, k)[real].detach() for k in self.KEYS})
@@ -61,7 +60,7 @@ class CostPool:
     def cost_batch(self, log_prob: Any) -> Batch | None:
         """The pooled samples as a cost-only :class:`Batch` for the current policy, whose
         log-probability of (obs, act) is ``log_prob(obs, act)`` (N,); ``None`` when empty."""
-        if self.size == 0 or not self.batches:
+        if not self.batches:
             return None
         obs, act, logp_mu, adv_c = (torch.cat([b[k] for b in self.batches]) for k in self.KEYS)
         with torch.no_grad():
