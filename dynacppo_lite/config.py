@@ -23,6 +23,7 @@ ALGO_COST_CONTROLS: dict[str, tuple[str, ...]] = {
 COST_CONTROLS = ("auto", "pid", "margin", "bang-bang", "lagrangian", "pid-lagrangian")
 MSTEPS = ("linear", "tracking")
 DYNA_MODELS = ("ensemble", "simulator", "coordinates")
+IMAGINED_ADVS = ("both", "cost")
 #: Config fields renamed since runs were first saved: old name -> name today. ``config.json``,
 #: checkpoints, ``--set`` and a resume's ``changes`` may use either (:func:`renamed_fields`).
 RENAMED_FIELDS = {"kl": "estep_kl", "reach_init": "rho_init", "reach_smoothing": "rho_smoothing",
@@ -280,6 +281,13 @@ class Config:
     imagined_policy: bool = True
     """Give imagined samples to the E-step and M-step too (False: they train the critics only,
     and the policy learns from real advantages alone)."""
+    imagined_adv: str = "both"
+    """Which advantages imagined samples bring to the E-step and M-step. ``both``: reward and
+    cost. ``cost``: the cost direction only (their A_r is 0, so they steer the cost side of the
+    E-step while the reward direction is the real batch's): where the model predicts the cost
+    well and the reward advantages poorly (the coordinate model on the Goal task, imagined vs
+    real correlation about 0.58 for A_c, 0.01-0.21 for A_r). The critics still train on the
+    imagined returns of both."""
     model_rounds: int = 0
     """Further E-step/M-step rounds per iteration, each on a fresh imagined batch of
     ``imagined_frac`` times the real batch size (ME-TRPO's several policy updates per real
@@ -349,6 +357,8 @@ class Config:
             (self.model_horizon >= 1, f"model_horizon must be >= 1, got {self.model_horizon}"),
             (0 <= self.imagined_frac <= 10, f"imagined_frac must be in [0, 10], got {self.imagined_frac}"),
             (self.kappa >= 0, f"kappa must be >= 0, got {self.kappa}"),
+            (self.imagined_adv in IMAGINED_ADVS,
+             f"imagined_adv must be one of {IMAGINED_ADVS}, got {self.imagined_adv!r}"),
             (self.dyna_model in DYNA_MODELS,
              f"dyna_model must be one of {DYNA_MODELS}, got {self.dyna_model!r}"),
             (self.model_rounds >= 0, f"model_rounds must be >= 0, got {self.model_rounds}"),

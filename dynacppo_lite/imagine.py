@@ -354,7 +354,8 @@ class DynaModel:
         """About ``n_samples`` imagined samples: ``n_samples / model_horizon`` branches (at
         least one when ``n_samples > 0``) from buffer states, with the CSV fields
         ``imagined_cost_rate`` and ``branch_len_mean``; ``(None, {"imagined_frac": 0})`` when
-        ``n_samples`` is 0."""
+        ``n_samples`` is 0. With ``imagined_adv = "cost"`` the samples' reward advantages are 0
+        (their returns, for the critics, are kept)."""
         cfg = self.cfg
         n_branches = 0 if n_samples <= 0 else max(1, int(n_samples) // cfg.model_horizon)
         if not n_branches:
@@ -365,7 +366,8 @@ class DynaModel:
         n_imag = int(m.sum())  # >= n_branches: a branch keeps at least its first step
         row = {"imagined_cost_rate": float(br.cost[m].mean()),
                "branch_len_mean": float(br.length.float().mean())}
-        return Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=br.adv_r[m],
+        adv_r = br.adv_r[m] if cfg.imagined_adv == "both" else torch.zeros_like(br.adv_r[m])
+        return Batch(obs=br.obs[m], act=br.act[m], logp=br.logp[m], adv_r=adv_r,
                      adv_c=br.adv_c[m], ret_r=br.ret_r[m], ret_c=br.ret_c[m],
                      critic_mask=torch.full((n_imag,), cfg.imagined_critics,
                                             device=self.device)), row

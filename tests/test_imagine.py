@@ -279,6 +279,30 @@ def test_imagined_samples_reach_the_estep_only_with_imagined_policy(tmp_path, im
         Config(imagined_policy=False, imagined_critics=False).validate()
 
 
+@pytest.mark.parametrize("imagined_adv", ["both", "cost"])
+def test_imagined_adv_cost_gives_the_estep_imagined_cost_advantages_only(tmp_path, imagined_adv):
+    """imagined_adv="cost": the E-step's imagined samples carry A_c and a zero A_r; "both" keeps
+    their A_r. The real samples (the first 1,000) are the same either way."""
+    from dynacppo_lite.estep import solve_estep
+
+    seen = []
+
+    def recording_estep(adv_r, adv_c, **kw):
+        seen.append((np.array(adv_r), np.array(adv_c)))
+        return solve_estep(adv_r, adv_c, **kw)
+
+    cfg = Config(algo="dyna-cppo", env_id=TOY_ENV_ID, total_steps=2_000, num_envs=1,
+                 steps_per_iter=1_000, log_dir=str(tmp_path), model_start_iter=1,
+                 model_hidden=(32, 32), imagined_adv=imagined_adv, **TOY_CONTROL)
+    train(cfg, estep=recording_estep)
+    adv_r, adv_c = seen[-1]
+    assert len(adv_r) > 1_000
+    assert np.any(adv_r[:1_000] != 0) and np.any(adv_c[1_000:] != 0)
+    assert np.all(adv_r[1_000:] == 0) == (imagined_adv == "cost")
+    with pytest.raises(ValueError, match="imagined_adv must be one of"):
+        Config(imagined_adv="reward").validate()
+
+
 def test_a_simulator_branch_step_is_the_envs_own_step():
     """dyna_model="simulator": one imagined step from real states (one of them over the speed
     limit) gives the env's own reward, cost and next observation, and the policy sees the next
