@@ -36,11 +36,16 @@ $(STAMP): pyproject.toml
 	nvidia-smi -L >/dev/null 2>&1 || $(BIN)/pip uninstall --quiet --yes triton 2>/dev/null || true
 	touch $(STAMP)
 
+# pytest-xdist: one worker per core, at most 4 (CI's 2 cores halve the suite's time); each test
+# module and each notebook runs whole, in order, in one worker. XDIST=0 runs in this process.
+XDIST ?= -n auto --maxprocesses 4 --dist loadscope
+XDIST_ARGS := $(if $(filter 0,$(XDIST)),,$(XDIST))
+
 # The whole suite: unit tests, then every notebook executed by nbval in smoke mode.
 test: setup
 	# PYTHONPATH: the notebooks' kernels import this checkout (also from a git worktree).
 	DYNACPPO_SMOKE=1 PYTHONPATH="$(CURDIR)" PATH="$(CURDIR)/$(BIN):$$PATH" \
-		$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+		$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env $(XDIST_ARGS)
 
 # What depends on the Python, mujoco, numpy and torch versions: the envs, the fast path against
 # stock, the vector env (its workers and their signalling), the dynamics model and the trainer.
@@ -48,7 +53,7 @@ test: setup
 ENV_TESTS := tests/test_envs.py tests/test_fast_env.py tests/test_vector_env.py tests/test_dynamics.py \
 	tests/test_train.py
 test-envs: setup
-	$(BIN)/python -m pytest $(ENV_TESTS)
+	$(BIN)/python -m pytest $(ENV_TESTS) $(XDIST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
