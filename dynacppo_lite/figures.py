@@ -163,7 +163,7 @@ def quiet_window(data: Any, steps: np.ndarray, horizon: int) -> int:
     return max(starts, key=lambda t: path[t:t + horizon].sum())
 
 
-def fig_coordinate_model(smoke: bool = False, seed: int = 0, horizon: int = 30, draws: int = 5):
+def fig_coordinate_model(smoke: bool = False, seed: int = 0, horizon: int = 60, draws: int = 5):
     """01: the flat ensemble against the coordinate model on a trained policy's steps of
     SafetyPointGoal1-v0 (``bench.model``: held-out one-step R^2 per group), and ``draws``
     imagined branches of ``horizon`` steps beside the real trajectory in the arena."""
