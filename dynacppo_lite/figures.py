@@ -9,6 +9,7 @@ all and returns the paths.
 file                               what it shows (notebook)
 =================================  ===========================================================
 01_dynamics_errors.png             open-loop errors and disagreement of the ensemble (01)
+01_coordinate_model.png            R^2 per group, flat vs coordinate model; a branch drawn (01)
 02_gae_perfect_critic.png          termination vs truncation with a perfect critic (02)
 02_gae_bootstrap.png               the same on a real rollout, reward and cost (02)
 02_advantage_scatter.png           reward vs cost advantages of a real rollout (02)
@@ -144,6 +145,59 @@ def fig_dynamics(smoke: bool = False, seed: int = 0):
     plot_open_loop_errors(errors, baseline, axes=axes[0], title=f"{env_id}: ", model_horizon=k)
     plot_branch_disagreement(branch_dis, cfg.disagreement_threshold, axes=axes[1, :2])
     plot_disagreement(branch_dis[0], err, threshold=cfg.disagreement_threshold, ax=axes[1, 2])
+    fig.tight_layout()
+    return fig
+
+
+def quiet_window(data: Any, steps: np.ndarray, horizon: int) -> int:
+    """The start t among ``steps`` (indices of a ``bench.model.RecordedSteps``) of the
+    ``horizon`` steps t..t + horizon - 1 in which no episode ends and no new goal is drawn (so
+    the arena stays as it was), the robot travelling furthest; ValueError if there is none."""
+    from dynacppo_lite.envs.coordinate_model import redrawn
+
+    stop = data.done | redrawn(data.spec, data.rows, data.next_rows)
+    starts = [t for t in steps if t + horizon <= len(stop) and not stop[t:t + horizon].any()]
+    if not starts:
+        raise ValueError(f"no {horizon} steps without an episode end or a new goal")
+    path = np.linalg.norm(np.diff(data.rows[:, :2], axis=0), axis=1)
+    return max(starts, key=lambda t: path[t:t + horizon].sum())
+
+
+def fig_coordinate_model(smoke: bool = False, seed: int = 0, horizon: int = 60, draws: int = 5):
+    """01: the flat ensemble against the coordinate model on a trained policy's steps of
+    SafetyPointGoal1-v0 (``bench.model``: held-out one-step R^2 per group), and ``draws``
+    imagined branches of ``horizon`` steps beside the real trajectory in the arena."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from dynacppo_lite.bench.model import R2_POLICY, fit_both, r2_rows, record_steps
+    from dynacppo_lite.envs.coordinate_model import CoordinateModelEnv
+    from dynacppo_lite.envs.coordinates import state_from_vector
+    from dynacppo_lite.plots import plot_arena_branch, plot_r2_groups
+
+    steps = 3_000 if smoke else 10_000
+    data = record_steps(R2_POLICY, steps, seed)
+    split = int(0.8 * steps)
+    test = np.arange(split, steps)
+    flat, coordinates, _ = fit_both(data, np.arange(split), 20 if smoke else 100, seed,
+                                    hidden=(64, 64) if smoke else (200, 200))
+    rows = r2_rows(flat, coordinates, data, test)
+    t = quiet_window(data, test, horizon)
+    model_env = CoordinateModelEnv(coordinates, data.spec,
+                                   generator=torch.Generator().manual_seed(seed))
+    model_env.reset(np.repeat(data.rows[t:t + 1], draws, axis=0))
+    imagined = [model_env.state.position]
+    for h in range(horizon):
+        model_env.step(np.repeat(data.act[t + h:t + h + 1], draws, axis=0))
+        imagined.append(model_env.state.position)
+    real = state_from_vector(data.spec, np.concatenate([data.rows[t:t + horizon],
+                                                        data.next_rows[t + horizon - 1:t + horizon]]))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.4, 1]})
+    plot_r2_groups({model: {r["group"]: r[model] for r in rows}
+                    for model in ("flat ensemble", "coordinate model")}, ax=axes[0],
+                   title=f"{data.env_id}: held-out one-step R^2 ({steps:,} steps)")
+    plot_arena_branch(real, real.position, np.stack(imagined), ax=axes[1],
+                      title=f"{horizon} real steps and {draws} imagined branches, same actions")
     fig.tight_layout()
     return fig
 
@@ -437,6 +491,7 @@ def regenerate(out_dir: str | Path | None = None, *, smoke: bool = False,
     rollout = pretrained_rollout(steps=1_000)
     paths = [
         save(fig_dynamics(smoke), "01_dynamics_errors.png", out_dir),
+        save(fig_coordinate_model(smoke), "01_coordinate_model.png", out_dir),
         save(fig_gae_perfect_critic(), "02_gae_perfect_critic.png", out_dir),
         save(fig_gae(_head(rollout, 200)), "02_gae_bootstrap.png", out_dir),
         save(fig_advantage_scatter(rollout), "02_advantage_scatter.png", out_dir),

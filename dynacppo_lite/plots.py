@@ -20,6 +20,7 @@ from dynacppo_lite.runlog import FINAL_FRACTION, final_score, read_progress
 
 if TYPE_CHECKING:
     from dynacppo_lite.dynamics import OpenLoopErrors
+    from dynacppo_lite.envs.coordinates import CoordinateState
 
 
 def run_cost_limit(run_dir: str | Path) -> float:
@@ -502,6 +503,77 @@ def plot_disagreement(disagreement: np.ndarray, error: np.ndarray, threshold: fl
     ax.set(xscale="log", yscale="log", xlabel="disagreement (std of members / typical step)",
            ylabel="true state error (MSE)", title="disagreement vs true one-step error")
     ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def plot_r2_groups(r2: Mapping[str, Mapping[str, float]], ax: plt.Axes | None = None,
+                   title: str = "held-out one-step R^2 per group") -> plt.Axes:
+    """Bars of one-step R^2 per group, one colour per model: ``r2`` is ``{model: {group:
+    value}}`` (e.g. ``coordinate_model.flat_one_step_r2`` and ``one_step_r2``). Groups in
+    order of first appearance; a group a model does not have (or a NaN) gets no bar. Each
+    bar is labelled with its value; R^2 = 1 is exact, 0 no better than the mean change
+    (dotted)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.4))
+    groups = list(dict.fromkeys(g for values in r2.values() for g in values))
+    width = 0.8 / max(len(r2), 1)
+    for k, (model, values) in enumerate(r2.items()):
+        x = [i for i, g in enumerate(groups) if np.isfinite(values.get(g, np.nan))]
+        heights = [values[groups[i]] for i in x]
+        bars = ax.bar(np.asarray(x) + (k - (len(r2) - 1) / 2) * width, heights, width, label=model)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.axhline(0.0, color="k", ls=":", lw=1)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set(ylabel="R^2", title=title, ylim=(min(0.0, ax.get_ylim()[0]), 1.1))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_arena_branch(start: CoordinateState, real: np.ndarray, imagined: np.ndarray,
+                      ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
+    """A navigation task's arena from above, with a real trajectory and imagined branches.
+
+    ``start``: the coordinate state the branches start from (the first of its batch is drawn):
+    hazards as circles of the task's ``hazard_size``, the goal as a circle of ``goal_size``,
+    every other object group as markers, all where they are at the start (the coordinate model
+    holds them there). ``real``: (H + 1, 2 or 3) the robot's real positions, start included;
+    ``imagined``: the same for one branch, or (H + 1, M, 2 or 3) for M branches (each drawn
+    thin). Only x and y are drawn. Returns the axes."""
+    from matplotlib.patches import Circle
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5.5))
+    spec = start.spec
+    sizes = {"hazards": spec.hazard_size, "goal": spec.goal_size}
+    styles = {"hazards": dict(color="tab:blue", alpha=0.35),
+              "goal": dict(color="tab:green", alpha=0.35)}
+    markers = iter(("s", "^", "D", "v", "P"))
+    for name, _ in spec.groups:
+        xy = start.objects[name][0]
+        if sizes.get(name) is not None:
+            for k, (x, y) in enumerate(xy):
+                ax.add_patch(Circle((x, y), sizes[name], label=name if k == 0 else None,
+                                    **styles[name]))
+        else:
+            ax.scatter(xy[:, 0], xy[:, 1], marker=next(markers, "o"), s=60, color="tab:gray",
+                       label=name, zorder=2)
+    real = np.asarray(real, dtype=np.float64)[..., :2]
+    imagined = np.asarray(imagined, dtype=np.float64)[..., :2]
+    if imagined.ndim == 2:
+        imagined = imagined[:, None]
+    thin = imagined.shape[1] > 1
+    for m in range(imagined.shape[1]):
+        ax.plot(imagined[:, m, 0], imagined[:, m, 1], color="tab:orange", ls="--",
+                lw=1 if thin else 2, alpha=0.6 if thin else 1.0,
+                label="imagined (coordinate model)" if m == 0 else None, zorder=3)
+    ax.plot(real[:, 0], real[:, 1], color="k", lw=2, label="real", zorder=4)
+    ax.scatter(real[:1, 0], real[:1, 1], color="k", s=40, zorder=5, label="start")
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.set(xlabel="x (m)", ylabel="y (m)", title=title or f"{spec.task_id}: {len(real) - 1} steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     return ax
 
 

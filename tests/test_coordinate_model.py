@@ -21,6 +21,7 @@ from dynacppo_lite.envs.coordinate_model import (
     CoordinateModelEnv,
     coordinate_open_loop_errors,
     fit_motion,
+    flat_one_step_r2,
     motion_ensemble,
     motion_from_vector,
     motion_vector,
@@ -218,3 +219,46 @@ def test_tasks_the_coordinate_model_does_not_cover_say_so(tmp_path, env_id: str,
     with pytest.raises(ValueError, match=match) as error:
         Trainer(cfg)
     assert "\n" not in str(error.value)
+
+
+def test_flat_r2_scores_the_sensor_and_lidar_entries_apart_and_can_leave_steps_out() -> None:
+    """A stand-in flat ensemble that predicts y = (s' - s, r, c) exactly scores 1 everywhere;
+    spoiling the lidar entries of some steps lowers only the lidar's R^2, and leaving those
+    steps out (``lidar_steps``) restores it; spoiling one sensor lowers only the sensors'."""
+    run, start, _, _ = _steps("SafetyPointGoal1-v0")
+    spec = start.spec
+    obs, nxt = run.obs[run.before], run.obs[run.after]
+    acts = np.clip(run.actions, -1, 1)
+    y = np.concatenate([nxt - obs, run.rewards[:, None], run.costs[:, None]], axis=1)
+    assert run.costs.std() > 0  # the hazard-seeking seed: the cost column is live
+
+    def r2(pred: np.ndarray, **kwargs) -> dict[str, float]:
+        return flat_one_step_r2(GivenMotions(pred), spec, obs, acts, run.rewards, run.costs, nxt,
+                                **kwargs)
+
+    assert r2(y) == pytest.approx({"sensors": 1.0, "lidar": 1.0, "reward": 1.0, "cost": 1.0})
+    lidar = np.setdiff1d(np.arange(spec.obs_size), spec.sensor_index)
+    spoiled = y.copy()
+    spoiled[:50, lidar] += 1.0
+    worse = r2(spoiled)
+    assert worse["lidar"] < 0.9 and worse["sensors"] == pytest.approx(1.0)
+    kept = np.arange(len(y)) >= 50
+    assert r2(spoiled, lidar_steps=kept)["lidar"] == pytest.approx(1.0)
+    spoiled = y.copy()
+    spoiled[:, spec.sensor_index[0]] = 0.0
+    worse = r2(spoiled)
+    assert worse["sensors"] < 1.0 and worse["lidar"] == pytest.approx(1.0)
+
+
+def test_the_model_env_shows_its_state_after_each_step() -> None:
+    """``CoordinateModelEnv.state``: the start after ``reset``, the moved robot after ``step``
+    (the true motion: the real end state), the objects where they were."""
+    run, start, end, motion = _steps("SafetyPointGoal1-v0")
+    env = CoordinateModelEnv(GivenMotions(motion), start.spec, deterministic=True)
+    with pytest.raises(RuntimeError, match="reset"):
+        _ = env.state
+    env.reset(state_vector(start))
+    np.testing.assert_allclose(env.state.position, start.position)
+    env.step(np.zeros((start.batch, 2)))
+    np.testing.assert_allclose(env.state.position, end.position, atol=1e-9)
+    np.testing.assert_array_equal(env.state.objects["hazards"], start.objects["hazards"])

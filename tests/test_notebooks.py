@@ -143,6 +143,26 @@ def test_figure_functions_draw_from_the_library(tmp_path) -> None:
         assert path.is_file() and path.stat().st_size > 10_000
 
 
+def test_coordinate_figure_draws_a_window_without_episode_ends_or_new_goals(tmp_path) -> None:
+    """Notebook 01's arena picture starts where the next steps keep the arena as drawn; the
+    whole figure builds in smoke mode."""
+    import numpy as np
+
+    from dynacppo_lite import figures
+    from dynacppo_lite.bench.model import R2_POLICY, record_steps
+    from dynacppo_lite.envs.coordinate_model import redrawn
+
+    data = record_steps(R2_POLICY, 400, seed=0)
+    stop = data.done | redrawn(data.spec, data.rows, data.next_rows)
+    assert stop.any()  # a goal reached in 400 steps: the window has something to avoid
+    t = figures.quiet_window(data, np.arange(400), 30)
+    assert not stop[t:t + 30].any()
+    with pytest.raises(ValueError, match="no 401 steps"):
+        figures.quiet_window(data, np.arange(400), 401)
+    path = figures.save(figures.fig_coordinate_model(smoke=True), "01.png", tmp_path)
+    assert path.is_file() and path.stat().st_size > 10_000
+
+
 def test_notebook05_full_mode_configs_match_the_bench_and_scale_out() -> None:
     """Full mode = the bench's 1-env settings and run names; more envs get their own names."""
     from dynacppo_lite.figures import training_configs

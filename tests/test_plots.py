@@ -1,16 +1,20 @@
-"""The pictures draw the numbers they are given: the model errors of notebook 01, the
-return/cost plane of ``bench learning``, the recovery picture of ``bench recovery``."""
+"""The pictures draw the numbers they are given: the model errors of notebook 01 (and its
+R^2 bars and arena), the return/cost plane of ``bench learning``, the recovery picture of
+``bench recovery``."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from matplotlib.patches import Circle
 
 from dynacppo_lite.dynamics import OpenLoopErrors
 from dynacppo_lite.plots import (
     OPEN_LOOP_PANELS,
+    plot_arena_branch,
     plot_branch_disagreement,
     plot_open_loop_errors,
+    plot_r2_groups,
     plot_recovery,
     plot_return_cost_plane,
 )
@@ -111,4 +115,49 @@ def test_recovery_plot_draws_fresh_cost_its_band_and_the_cuts_against_y_equals_x
     (diagonal,) = [line for line in ax_cut.get_lines() if line.get_label() == "fresh = in-sample"]
     np.testing.assert_array_equal(diagonal.get_xydata(), [(0.0, 0.0), (80.0, 80.0)])
     assert ax_cost.get_title() == "from a goal-reaching policy"
+    plt.close("all")
+
+
+def test_r2_bars_draw_each_models_values_and_skip_missing_groups() -> None:
+    r2 = {"flat": {"sensors": 0.3, "lidar": 0.05, "pose": float("nan")},
+          "coordinates": {"sensors": 0.8, "lidar": 0.99, "pose": 0.97}}
+    ax = plot_r2_groups(r2)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sensors", "lidar", "pose"]
+    flat, coordinates = ax.containers
+    assert [b.get_height() for b in flat] == [0.3, 0.05]  # no bar for the NaN
+    assert [b.get_height() for b in coordinates] == [0.8, 0.99, 0.97]
+    assert all(b.get_x() + b.get_width() <= c.get_x() + 1e-12  # side by side, flat left
+               for b, c in zip(flat, coordinates, strict=False))
+    plt.close("all")
+
+
+def test_arena_branch_draws_the_given_paths_and_the_tasks_objects_at_their_size() -> None:
+    from dynacppo_lite import make_env
+    from dynacppo_lite.envs.coordinates import state_from_vector
+
+    envs = make_env("SafetyPointGoal1-v0", num_envs=1, seed=0, coordinates=True)
+    _, info = envs.reset()
+    start = state_from_vector(envs.state_spec, info["state"])
+    envs.close()
+    rng = np.random.default_rng(0)
+    real = start.position[0] + np.cumsum(rng.normal(0, 0.02, (11, 3)), axis=0)
+    imagined = real[:, None, :2] + rng.normal(0, 0.01, (11, 3, 2))  # three branches
+    ax = plot_arena_branch(start, real, imagined)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines["real"].get_xydata(), real[:, :2])
+    branches = [line for line in ax.get_lines() if line.get_label() != "real"]
+    assert len(branches) == 3
+    for m, line in enumerate(branches):
+        np.testing.assert_array_equal(line.get_xydata(), imagined[:, m])
+    circles = [p for p in ax.patches if isinstance(p, Circle)]
+    hazards = [c for c in circles if c.get_radius() == start.spec.hazard_size]
+    goals = [c for c in circles if c.get_radius() == start.spec.goal_size]
+    assert start.spec.hazard_size != start.spec.goal_size and len(circles) == 9
+    np.testing.assert_array_equal([c.center for c in hazards], start.objects["hazards"][0])
+    np.testing.assert_array_equal([c.center for c in goals], start.objects["goal"][0])
+    vases = [c for c in ax.collections if c.get_label() == "vases"]
+    np.testing.assert_array_equal(vases[0].get_offsets(), start.objects["vases"][0])
+    plt.close("all")
+    one = plot_arena_branch(start, real, imagined[:, 0])  # one branch: (H + 1, 2)
+    assert len(one.get_lines()) == 2
     plt.close("all")

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,12 @@ from dynacppo_lite.bench.common import command_line, markdown_table, write_resul
 from dynacppo_lite.dynamics import DynamicsEnsemble
 from dynacppo_lite.envs.coordinate_model import (
     fit_motion,
+    flat_one_step_r2,
     motion_ensemble,
     one_step_r2,
-    r_squared,
     redrawn,
 )
+from dynacppo_lite.envs.coordinates import CoordinateSpec
 from dynacppo_lite.envs.simulator import SimulatorEnv
 from dynacppo_lite.evaluation import load_trained
 from dynacppo_lite.imagine import advantage_agreement, observation_normalizer
@@ -170,52 +172,92 @@ def action_effects(trainer: Any, dyna: Any, sim: SimulatorEnv,
                     "corr": float(np.nanmin(dims)), "std_ratio": float("nan")}]
 
 
-def lidar_r2(run_dir: Path, steps: int, holdout: float, epochs: int, seed: int,
-             ensemble_size: int = 5, hidden: tuple[int, ...] = (200, 200)
-             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``--r2``'s rows (one per group: the held-out one-step R^2 of each model) and what the
-    fits did (epochs, seconds, samples), as the module docstring says."""
+@dataclass(frozen=True)
+class RecordedSteps:
+    """T real steps of one env with the coordinate state beside the observation (``--r2``'s
+    data, and notebook 01's): raw observations and true successors (T, obs_dim), the actions
+    the env received (T, act_dim), rewards, costs and episode ends (T,), and the state rows
+    before and after each step (T, D; ``envs.coordinates.state_vector``) of the task ``spec``."""
+
+    env_id: str
+    spec: CoordinateSpec
+    obs: np.ndarray
+    next_obs: np.ndarray
+    act: np.ndarray
+    rew: np.ndarray
+    cost: np.ndarray
+    done: np.ndarray
+    rows: np.ndarray
+    next_rows: np.ndarray
+
+
+def record_steps(run_dir: Path, steps: int, seed: int) -> RecordedSteps:
+    """``steps`` steps of a trained run's policy (``evaluation.load_trained``, one env, sampled
+    actions) on its navigation task, recording the coordinate state."""
     cfg, envs, agent = load_trained(run_dir, num_envs=1, seed=seed, coordinates=True)
     try:
         spec = envs.state_spec
         ro = Collector(envs, agent, torch.device("cpu"), seed=seed).collect(steps)
     finally:
         envs.close()
-    obs, nxt, act = ro.raw_obs[:, 0], ro.raw_next_obs[:, 0], ro.env_act[:, 0]
-    rew, cost = ro.rew[:, 0].numpy(), ro.cost[:, 0].numpy()
-    rows, next_rows = ro.states[:, 0], ro.next_states[:, 0]
-    split = int(steps * (1 - holdout))
-    test = np.arange(split, steps)
-    kept = test[~redrawn(spec, rows[test], next_rows[test])]  # no model predicts a new goal
+    return RecordedSteps(env_id=cfg.env_id, spec=spec, obs=ro.raw_obs[:, 0],
+                         next_obs=ro.raw_next_obs[:, 0], act=ro.env_act[:, 0],
+                         rew=ro.rew[:, 0].numpy(), cost=ro.cost[:, 0].numpy(),
+                         done=(ro.terminated | ro.truncated)[:, 0].numpy(),
+                         rows=ro.states[:, 0], next_rows=ro.next_states[:, 0])
+
+
+def fit_both(data: RecordedSteps, train: np.ndarray, epochs: int, seed: int,
+             ensemble_size: int = 5, hidden: tuple[int, ...] = (200, 200)
+             ) -> tuple[DynamicsEnsemble, DynamicsEnsemble, dict[str, Any]]:
+    """The flat ensemble and the coordinate model's motion ensemble, each fitted on the steps
+    ``train`` (indices) to convergence (up to ``epochs``, patience 5): (flat, coordinate, their
+    epochs and seconds)."""
     options = dict(max_epochs=epochs, patience=5)
     models = dict(ensemble_size=ensemble_size, hidden=hidden, seed=seed)
-    fits = {"steps": steps, "train": split, "test": len(test), "new_goals": len(test) - len(kept),
-            "env_id": cfg.env_id}
-
-    flat = DynamicsEnsemble(obs.shape[1], act.shape[1], **models)
+    fits: dict[str, Any] = {}
+    flat = DynamicsEnsemble(data.obs.shape[1], data.act.shape[1], **models)
     started = time.perf_counter()
-    fits["flat_epochs"] = flat.fit(obs[:split], act[:split], rew[:split], cost[:split],
-                                   nxt[:split], **options).epochs
+    fits["flat_epochs"] = flat.fit(data.obs[train], data.act[train], data.rew[train],
+                                   data.cost[train], data.next_obs[train], **options).epochs
     fits["flat_s"] = time.perf_counter() - started
-    pred = flat.predict(obs[test], act[test])[0].mean(0).double().numpy()
-    sensors = np.array(spec.sensor_index, dtype=np.intp)
-    lidar = np.setdiff1d(np.arange(obs.shape[1]), sensors)
-    change = nxt[test] - obs[test]
-    d, lidar_rows = obs.shape[1], np.isin(test, kept)
-    flat_r2 = {"sensors": r_squared(pred[:, sensors], change[:, sensors]),
-               "lidar": r_squared(pred[lidar_rows][:, lidar], change[lidar_rows][:, lidar]),
-               "reward": r_squared(pred[:, d:d + 1], rew[test, None]),
-               "cost": r_squared(pred[:, d + 1:], cost[test, None])}
-
-    coordinates = motion_ensemble(spec, act.shape[1], **models)
+    coordinates = motion_ensemble(data.spec, data.act.shape[1], **models)
     started = time.perf_counter()
-    fits["coordinate_epochs"] = fit_motion(coordinates, spec, rows[:split], act[:split],
-                                           next_rows[:split], **options).epochs
+    fits["coordinate_epochs"] = fit_motion(coordinates, data.spec, data.rows[train],
+                                           data.act[train], data.next_rows[train],
+                                           **options).epochs
     fits["coordinate_s"] = time.perf_counter() - started
-    coordinate_r2 = one_step_r2(coordinates, spec, rows[test], act[test], next_rows[test])
-    table = [{"group": g, "flat ensemble": flat_r2.get(g, float("nan")),
-              "coordinate model": coordinate_r2[g]} for g in R2_GROUPS]
-    return table, fits
+    return flat, coordinates, fits
+
+
+def r2_rows(flat: DynamicsEnsemble, coordinates: DynamicsEnsemble, data: RecordedSteps,
+            test: np.ndarray) -> list[dict[str, Any]]:
+    """One row per group of :data:`R2_GROUPS`: the held-out one-step R^2 of each model on the
+    steps ``test`` (``coordinate_model.flat_one_step_r2`` and ``one_step_r2``; the lidar of
+    both without the steps in which the env drew a new goal)."""
+    spec = data.spec
+    kept = ~redrawn(spec, data.rows[test], data.next_rows[test])  # no model predicts a new goal
+    flat_r2 = flat_one_step_r2(flat, spec, data.obs[test], data.act[test], data.rew[test],
+                               data.cost[test], data.next_obs[test], lidar_steps=kept)
+    coordinate_r2 = one_step_r2(coordinates, spec, data.rows[test], data.act[test],
+                                data.next_rows[test])
+    return [{"group": g, "flat ensemble": flat_r2.get(g, float("nan")),
+             "coordinate model": coordinate_r2[g]} for g in R2_GROUPS]
+
+
+def lidar_r2(run_dir: Path, steps: int, holdout: float, epochs: int, seed: int,
+             ensemble_size: int = 5, hidden: tuple[int, ...] = (200, 200)
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``--r2``'s rows (one per group: the held-out one-step R^2 of each model) and what the
+    fits did (epochs, seconds, samples), as the module docstring says."""
+    data = record_steps(run_dir, steps, seed)
+    split = int(steps * (1 - holdout))
+    train, test = np.arange(split), np.arange(split, steps)
+    flat, coordinates, fits = fit_both(data, train, epochs, seed, ensemble_size, hidden)
+    new_goals = int(redrawn(data.spec, data.rows[test], data.next_rows[test]).sum())
+    fits = {"steps": steps, "train": split, "test": len(test), "new_goals": new_goals,
+            "env_id": data.env_id, **fits}
+    return r2_rows(flat, coordinates, data, test), fits
 
 
 def main(argv: list[str] | None = None) -> int:

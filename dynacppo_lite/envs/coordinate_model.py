@@ -23,7 +23,8 @@ step); the policy still sees only the task's observation.
 * :func:`coordinate_open_loop_errors`: the ensemble-mean motion run open loop along real
   trajectories, its errors per group (sensors, pose, objects) and of the reward and cost;
   :func:`one_step_r2`: the one-step R^2 per group (sensors, pose, objects, and the lidar
-  observation computed from the predicted coordinates).
+  observation computed from the predicted coordinates); :func:`flat_one_step_r2`: the same
+  groups of the flat ensemble's observation (sensors, lidar), reward and cost, to compare.
 
 Covered: the tasks whose reward and cost are both functions of coordinates (Goal0-1 and
 Circle0-2 on Point and Car). Goal2 (vase contacts), Button (the goal button's bonus and the
@@ -61,6 +62,7 @@ __all__ = [
     "check_covered",
     "coordinate_open_loop_errors",
     "fit_motion",
+    "flat_one_step_r2",
     "motion_ensemble",
     "motion_from_vector",
     "motion_targets",
@@ -162,6 +164,14 @@ class CoordinateModelEnv:
 
     def _tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.ensemble.device)
+
+    @property
+    def state(self) -> CoordinateState:
+        """The branches' current coordinate state (B of them), e.g. to draw where the robot is;
+        read only: ``step`` replaces it."""
+        if self._state is None:
+            raise RuntimeError("CoordinateModelEnv: call reset(start) before reading the state")
+        return self._state
 
     def reset(self, start: Any) -> tuple[torch.Tensor, dict]:
         """Start B branches at (B, D) state rows; returns (their observation, {})."""
@@ -360,3 +370,27 @@ def one_step_r2(ensemble: DynamicsEnsemble, spec: CoordinateSpec, rows: np.ndarr
                                observation(take(real, kept))[:, lidar] - before),
             "reward": r_squared(reward(state, after)[:, None], reward(state, real)[:, None]),
             "cost": r_squared(cost(after)[:, None], cost(real)[:, None])}
+
+
+@torch.no_grad()
+def flat_one_step_r2(ensemble: DynamicsEnsemble, spec: CoordinateSpec, obs: np.ndarray,
+                     act: np.ndarray, rew: np.ndarray, cost: np.ndarray, next_obs: np.ndarray,
+                     lidar_steps: np.ndarray | None = None) -> dict[str, float]:
+    """:func:`r_squared` per group of a flat ``DynamicsEnsemble``'s ensemble-mean one-step
+    prediction of y = (s' - s, r, c) on N transitions (observations (N, obs_dim), actions,
+    rewards and costs (N,)): ``sensors`` and ``lidar``, the change of the observation's entries
+    of each kind (``spec.sensor_index`` tells them apart), and the step's ``reward`` and
+    ``cost``; the flat model has no pose or objects. ``lidar_steps``: (N,) bool, the steps whose
+    lidar is scored (default all); pass ``~redrawn(spec, rows, next_rows)`` to leave out the
+    steps with a new goal, as :func:`one_step_r2` does."""
+    pred = ensemble.predict(obs, act)[0].mean(0).double().cpu().numpy()
+    obs, next_obs = np.asarray(obs, dtype=np.float64), np.asarray(next_obs, dtype=np.float64)
+    d = obs.shape[1]
+    sensors = np.asarray(spec.sensor_index, dtype=np.intp)
+    lidar = np.setdiff1d(np.arange(d), sensors)
+    keep = np.ones(len(obs), dtype=bool) if lidar_steps is None else np.asarray(lidar_steps, bool)
+    change = next_obs - obs
+    return {"sensors": r_squared(pred[:, sensors], change[:, sensors]),
+            "lidar": r_squared(pred[keep][:, lidar], change[keep][:, lidar]),
+            "reward": r_squared(pred[:, d:d + 1], np.asarray(rew, dtype=np.float64)[:, None]),
+            "cost": r_squared(pred[:, d + 1:d + 2], np.asarray(cost, dtype=np.float64)[:, None])}
