@@ -4,7 +4,9 @@ Issue 27, item 2: a world model for the Safety-Gymnasium 1.0.0 navigation tasks 
 part predicts only the robot's motion, while the observation's lidar, the reward and the cost
 are computed exactly from coordinates. This module is that exact part, and how a rollout
 records the state (:class:`StateReader`, :class:`RecordCoordinates`, one flat row per step:
-:func:`state_vector`); the learned part and the model env are in :mod:`.coordinate_model`.
+:func:`state_vector`; with ``physics=True`` the MuJoCo state appended, :class:`PhysicsReader`,
+for the simulator as the model in :mod:`.simulator`); the learned part and the model env are in
+:mod:`.coordinate_model`.
 
 A :class:`CoordinateState` holds, for a batch of B robots of one task (its
 :class:`CoordinateSpec`):
