@@ -243,10 +243,12 @@ class Config:
     """Imagined samples as a share of the real batch size (0.5: half as many as real)."""
     dyna_model: str = "ensemble"
     """What dyna-cppo's branches step in. ``ensemble``: the learned dynamics ensemble
-    (``dynamics.ModelEnv``). ``simulator``: the simulator itself, set to each branch's state
-    (``envs.simulator.SimulatorEnv``, a perfect model: the ceiling of what imagined branches can
-    give); only for tasks whose observation is the MuJoCo state, such as
-    SafetyHalfCheetahVelocity-v1. The ensemble is then not fitted and its columns stay empty.
+    (``dynamics.ModelEnv``). ``simulator``: the simulator itself, set to each branch's state (a
+    perfect model: the ceiling of what imagined branches can give): on tasks whose observation
+    is the MuJoCo state, such as SafetyHalfCheetahVelocity-v1, ``envs.simulator.SimulatorEnv``;
+    on the Goal and Circle navigation tasks ``envs.simulator.NavigationSimulatorEnv``, restoring
+    the coordinate and MuJoCo state the rollout records beside each step; elsewhere a one-line
+    error. The ensemble is then not fitted and its columns stay empty.
     ``coordinates``: the navigation tasks' coordinate model (``envs.coordinate_model``): the
     rollout records the privileged coordinate state (robot pose and sensors, object
     positions), the ensemble learns the robot's motion, and the lidar observation, reward and

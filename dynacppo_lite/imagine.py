@@ -52,7 +52,7 @@ from dynacppo_lite.envs.coordinate_model import (
     motion_ensemble,
 )
 from dynacppo_lite.envs.coordinates import CoordinateSpec, state_size
-from dynacppo_lite.envs.simulator import SimulatorEnv
+from dynacppo_lite.envs.simulator import NavigationSimulatorEnv, SimulatorEnv, navigation_task
 from dynacppo_lite.gae import DualGAE, dual_gae
 from dynacppo_lite.nets import ActorCritic, sample_action
 
@@ -62,8 +62,15 @@ if TYPE_CHECKING:
 
 def records_coordinates(cfg: Config) -> bool:
     """Whether the run's envs must record the coordinate state: dyna-cppo with the coordinate
-    model (``make_env(coordinates=...)``)."""
-    return cfg.algo == "dyna-cppo" and cfg.dyna_model == "coordinates"
+    model, or with the simulator on a navigation task (``make_env(coordinates=...)``)."""
+    return cfg.algo == "dyna-cppo" and (cfg.dyna_model == "coordinates" or records_physics(cfg))
+
+
+def records_physics(cfg: Config) -> bool:
+    """Whether the run's envs must record the MuJoCo state beside the coordinate state: dyna-cppo
+    with the simulator on a navigation task (``make_env(physics=...)``)."""
+    return (cfg.algo == "dyna-cppo" and cfg.dyna_model == "simulator"
+            and navigation_task(cfg.env_id))
 
 
 @dataclass
@@ -91,7 +98,8 @@ def kept_steps(ended: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(ended.int(), 0) - ended.int() == 0
 
 
-def imagine_branches(model_env: ModelEnv | SimulatorEnv | CoordinateModelEnv, agent: ActorCritic,
+def imagine_branches(model_env: ModelEnv | SimulatorEnv | NavigationSimulatorEnv | CoordinateModelEnv,
+                     agent: ActorCritic,
                      start_obs: torch.Tensor, horizon: int, normalize: Any, *, gamma: float,
                      lam: float, cost_gamma: float, cost_lam: float, low: np.ndarray,
                      high: np.ndarray,
@@ -202,7 +210,9 @@ class DynaModel:
     dyna-cppo gives cppo's numbers and still fits and measures the model (the control run).
 
     With ``cfg.dyna_model = "simulator"`` the branches and probes step in ``simulator`` (a
-    :class:`SimulatorEnv` of the run's task) and the ensemble is never fitted: its CSV columns
+    :class:`SimulatorEnv` of the run's task; on a navigation task, whose envs record the
+    coordinate and MuJoCo state (``coordinates`` given), a :class:`NavigationSimulatorEnv`
+    restoring the buffer's rows) and the ensemble is never fitted: its CSV columns
     (``loss_dyn_*``, ``dyn_fit_epochs``, ``dyn_err_*``) stay empty, and its (unfitted) weights
     still go into checkpoints.
 
@@ -217,7 +227,7 @@ class DynaModel:
                  coordinates: CoordinateSpec | None = None) -> None:
         self.cfg = cfg
         self.device = device
-        self.coordinates = coordinates if cfg.dyna_model == "coordinates" else None
+        self.coordinates = coordinates if cfg.dyna_model in ("coordinates", "simulator") else None
         if cfg.dyna_model == "coordinates":
             if coordinates is None:
                 raise ValueError("dyna_model='coordinates' needs envs that record the coordinate "
@@ -229,16 +239,21 @@ class DynaModel:
         model = dict(ensemble_size=cfg.ensemble_size, hidden=cfg.model_hidden, lr=cfg.model_lr,
                      device=device, seed=cfg.seed)
         if self.coordinates is None:
-            self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_capacity)
             self.ensemble = DynamicsEnsemble(obs_dim, act_dim, **model)
         else:
-            self.buffer = ReplayBuffer(state_size(self.coordinates), act_dim, cfg.buffer_capacity)
             self.ensemble = motion_ensemble(self.coordinates, act_dim, **model)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.model_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
         self.rng = np.random.default_rng(cfg.seed + 3)
-        self.simulator = (SimulatorEnv(cfg.env_id, cfg.seed + 4, fast=cfg.fast_env, device=device)
-                          if cfg.dyna_model == "simulator" else None)
+        self.simulator: SimulatorEnv | NavigationSimulatorEnv | None = None
+        if cfg.dyna_model == "simulator":
+            kind = SimulatorEnv if self.coordinates is None else NavigationSimulatorEnv
+            self.simulator = kind(cfg.env_id, cfg.seed + 4, fast=cfg.fast_env, device=device)
+        width = obs_dim
+        if self.coordinates is not None:  # state rows; the simulator's carry the MuJoCo state too
+            width = (state_size(self.coordinates) if self.simulator is None
+                     else self.simulator.state_dim)
+        self.buffer = ReplayBuffer(width, act_dim, cfg.buffer_capacity)
 
     def _states(self, ro: Rollout) -> tuple[np.ndarray, np.ndarray]:
         """The model's states of the rollout and their successors, (T, E, ·): the raw
@@ -246,7 +261,8 @@ class DynaModel:
         if self.coordinates is None:
             return ro.raw_obs, ro.raw_next_obs
         if ro.states is None:
-            raise ValueError("dyna_model='coordinates': the rollout recorded no coordinate state")
+            raise ValueError(f"dyna_model={self.cfg.dyna_model!r}: the rollout recorded no "
+                             "coordinate state")
         return ro.states, ro.next_states
 
     def add_real(self, ro: Rollout) -> None:
@@ -320,7 +336,7 @@ class DynaModel:
         return batch, row, t1 - t0, time.perf_counter() - t1
 
     def model_env(self, deterministic: bool = False
-                  ) -> ModelEnv | SimulatorEnv | CoordinateModelEnv:
+                  ) -> ModelEnv | SimulatorEnv | NavigationSimulatorEnv | CoordinateModelEnv:
         """What imagined branches step in: the simulator where it is the model (deterministic
         already), else the ensemble as an env (flat, or the coordinate model) with the config's
         pessimism and disagreement cut, drawing from the model's own generator."""

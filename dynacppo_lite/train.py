@@ -44,7 +44,7 @@ from dynacppo_lite.cost_pool import CostPool
 from dynacppo_lite.envs import check_env_id, default_cost_limit, make_env
 from dynacppo_lite.estep import EStepResult, solve_estep
 from dynacppo_lite.gae import DualGAE, dual_gae
-from dynacppo_lite.imagine import DynaModel, records_coordinates
+from dynacppo_lite.imagine import DynaModel, records_coordinates, records_physics
 from dynacppo_lite.lagrangian import lagrangian_advantage, ppo_clip_loss
 from dynacppo_lite.mstep import (
     choose_target,
@@ -204,7 +204,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.envs = make_env(cfg.env_id, cfg.num_envs, cfg.seed, fast=cfg.fast_env,
                              max_episode_steps=cfg.max_episode_steps,
-                             coordinates=records_coordinates(cfg))
+                             coordinates=records_coordinates(cfg), physics=records_physics(cfg))
         obs_dim = self.envs.single_observation_space.shape[0]
         act_dim = self.envs.single_action_space.shape[0]
         self.agent = ActorCritic(obs_dim, act_dim, cfg.hidden, cfg.init_log_std).to(self.device)

@@ -4,7 +4,9 @@ Issue 27, item 2: a world model for the Safety-Gymnasium 1.0.0 navigation tasks 
 part predicts only the robot's motion, while the observation's lidar, the reward and the cost
 are computed exactly from coordinates. This module is that exact part, and how a rollout
 records the state (:class:`StateReader`, :class:`RecordCoordinates`, one flat row per step:
-:func:`state_vector`); the learned part and the model env are in :mod:`.coordinate_model`.
+:func:`state_vector`; with ``physics=True`` the MuJoCo state appended, :class:`PhysicsReader`,
+for the simulator as the model in :mod:`.simulator`); the learned part and the model env are in
+:mod:`.coordinate_model`.
 
 A :class:`CoordinateState` holds, for a batch of B robots of one task (its
 :class:`CoordinateSpec`):
@@ -63,6 +65,7 @@ __all__ = [
     "CoordinateSpec",
     "CoordinateState",
     "Motion",
+    "PhysicsReader",
     "RecordCoordinates",
     "StateReader",
     "apply_motion",
@@ -70,7 +73,9 @@ __all__ = [
     "cost",
     "cost_terms",
     "motion_between",
+    "moving_bodies",
     "observation",
+    "physics_size",
     "read_state",
     "reward",
     "reward_terms",
@@ -397,31 +402,87 @@ class StateReader:
         return row
 
 
+class PhysicsReader:
+    """The MuJoCo state of one live navigation env as a flat row (P,), what puts a simulator of
+    the task back into the state the env is in (``envs.simulator.NavigationSimulatorEnv``):
+    ``[agent body pos (3), agent body quat (4), mean inertia (1), body_invweight0 of the bodies
+    that move (2 each), dof_M0 (nv), qpos (nq), qvel (nv), act (na), qacc_warmstart (nv)]``.
+
+    The agent's body placement is the episode's start pose (its slide and hinge joints move it
+    from there); the goal's and the other fixed objects' placements are the coordinate row's
+    object positions; a vase's pose is in qpos (a free joint). The rest is kept only because
+    the next step depends on it in the last bits: the solver's warm start (each ``mj_forward``
+    of a step nudges it, see ``envs.fast_task``) and what MuJoCo computes from each episode's
+    layout when it builds the model (``dof_M0`` and ``body_invweight0``, from the mass matrix at
+    the layout's qpos0, which the contacts' regularisation uses, and the mean inertia that
+    scales the solver's tolerance: they differ from episode to episode in the last digits).
+    With them a restored step is the env's own to the last bit (``tests/test_simulator.py``).
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        self._task = _task(env)
+        self.size = physics_size(self._task.world.model)
+        self._model: Any = None
+
+    def __call__(self) -> np.ndarray:
+        """(P,) the MuJoCo state the env is in now."""
+        world = self._task.world
+        model, data = world.model, world.data
+        if model is not self._model:  # a reset builds a new model
+            self._model, self._agent = model, model.body("agent").id
+            self._moving = moving_bodies(model)
+        return np.concatenate([model.body_pos[self._agent], model.body_quat[self._agent],
+                               [model.stat.meaninertia], model.body_invweight0[self._moving].ravel(),
+                               model.dof_M0, data.qpos, data.qvel, data.act, data.qacc_warmstart])
+
+
+def moving_bodies(model: Any) -> np.ndarray:
+    """The ids of the bodies with degrees of freedom (the agent's, the vases)."""
+    return np.flatnonzero(model.body_dofnum > 0)
+
+
+def physics_size(model: Any) -> int:
+    """P, the length of a :class:`PhysicsReader` row of a MuJoCo model."""
+    return 8 + 2 * len(moving_bodies(model)) + model.nq + 3 * model.nv + model.na
+
+
 class RecordCoordinates(gymnasium.Wrapper):
     """A navigation env whose ``reset`` and ``step`` infos carry ``info["state"]``, the
     :func:`state_vector` row (D,) of the state the env is in, for the vector envs to collect
     (``make_env(coordinates=True)``). The policy's observation is unchanged.
 
-    ``state_dim`` (D) and ``state_spec`` (the :class:`CoordinateSpec`) are known from
+    ``physics=True`` appends the env's MuJoCo state (:class:`PhysicsReader`, P numbers) to each
+    row, (D + P,): what the simulator as a model restores (``make_env(physics=True)``).
+
+    ``state_dim`` (D, or D + P) and ``state_spec`` (the :class:`CoordinateSpec`) are known from
     construction, for which the env is reset once (seed 0; the first reset of a rollout
     reseeds it). Raises a one-line ValueError for a task :func:`coordinate_spec` does not cover.
     """
 
-    def __init__(self, env: gymnasium.Env) -> None:
+    def __init__(self, env: gymnasium.Env, physics: bool = False) -> None:
         super().__init__(env)
         env.reset(seed=0)
         self.state_spec = coordinate_spec(env)
         self.state_dim = state_size(self.state_spec)
         self._read = StateReader(env, self.state_spec)
+        self._physics = PhysicsReader(env) if physics else None
+        if self._physics is not None:
+            self.state_dim += self._physics.size
+
+    def row(self, obs: np.ndarray) -> np.ndarray:
+        """The row of the state the env is in, given the observation it returned for it."""
+        if self._physics is None:
+            return self._read(obs)
+        return np.concatenate([self._read(obs), self._physics()])
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)
-        info["state"] = self._read(obs)
+        info["state"] = self.row(obs)
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, float, bool, bool, dict]:
         obs, reward, cost, terminated, truncated, info = self.env.step(action)
-        info["state"] = self._read(obs)
+        info["state"] = self.row(obs)
         return obs, reward, cost, terminated, truncated, info
 
 

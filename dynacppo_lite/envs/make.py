@@ -63,7 +63,8 @@ def single_env_factory(env_id: str, *, fast: bool = True, render_mode: str | Non
 def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bool = True,
              fast: bool = True, render_mode: str | None = None,
              max_episode_steps: int | None = None, lean: bool = True,
-             num_workers: int | None = None, coordinates: bool = False) -> gym.vector.VectorEnv:
+             num_workers: int | None = None, coordinates: bool = False,
+             physics: bool = False) -> gym.vector.VectorEnv:
     """A vector env over ``num_envs`` copies of ``env_id`` that steps with the 6-tuple API.
 
     Args:
@@ -93,6 +94,9 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
             (num_envs, D) and, at episode ends, ``info["final_state"]``; ``env.state_spec``
             is the task's ``CoordinateSpec``. Privileged, for a model: the observations are
             unchanged. Lean envs only; a task without coordinates is a one-line ValueError.
+        physics: with ``coordinates``, each row also carries the env's MuJoCo state after the
+            coordinate state (``envs.coordinates.PhysicsReader``): what the simulator as a
+            model restores (``envs.simulator.NavigationSimulatorEnv``).
 
     Returns:
         ``env`` with ``env.step(a) -> (obs, reward, cost, terminated, truncated, info)``, all
@@ -106,7 +110,9 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
     if coordinates:
         if not lean:
             raise ValueError("coordinates are recorded by the lean vector envs: not with lean=False")
-        factory = _recording(factory)
+        factory = _recording(factory, physics)
+    elif physics:
+        raise ValueError("physics is recorded beside the coordinate state: only with coordinates=True")
     env: gym.vector.VectorEnv
     if lean:
         if num_workers is None:
@@ -131,15 +137,15 @@ def make_env(env_id: str, num_envs: int = 1, seed: int = 0, *, normalize_obs: bo
     return env
 
 
-def _recording(factory: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
+def _recording(factory: Callable[[], gym.Env], physics: bool = False) -> Callable[[], gym.Env]:
     """``factory`` with its env wrapped in ``RecordCoordinates`` (closed again if the task has
-    no coordinates)."""
+    no coordinates); ``physics``: its rows carry the MuJoCo state too."""
     def recording() -> gym.Env:
         from dynacppo_lite.envs.coordinates import RecordCoordinates
 
         env = factory()
         try:
-            return RecordCoordinates(env)
+            return RecordCoordinates(env, physics=physics)
         except ValueError:
             env.close()
             raise
