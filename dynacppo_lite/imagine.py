@@ -14,12 +14,15 @@ recursion never crosses from one branch into another. A branch ends
 
 The imagined cost is the ModelEnv's pessimistic ``mean + kappa * std`` over members. With
 ``Config.dyna_model = "simulator"`` the branches step in the simulator itself instead
-(:class:`~dynacppo_lite.envs.simulator.SimulatorEnv`, a perfect model, reward and cost the
-env's), and the ensemble is not fitted: the ceiling of what imagined branches can give. With
+(:class:`~dynacppo_lite.envs.simulator.SimulatorEnv` set from the observation where it is the
+MuJoCo state, :class:`~dynacppo_lite.envs.simulator.NavigationSimulatorEnv` restored from the
+recorded rows on the navigation tasks: a perfect model, reward and cost the env's), and the
+ensemble is not fitted: the ceiling of what imagined branches can give. With
 ``"coordinates"`` (the navigation tasks) the rollout records the privileged coordinate state,
 the ensemble learns the robot's motion from it, and the branches step in
 :class:`~dynacppo_lite.envs.coordinate_model.CoordinateModelEnv`, which computes the lidar
-observation, the reward and the cost with the task's formulas.
+observation, the reward and the cost with the task's formulas. ``Config.imagined_adv = "cost"``
+gives the E-step and M-step the imagined samples' cost advantages only (A_r = 0).
 
 Diagnostics (:meth:`DynaModel.update`, one CSV row per iteration): the model's open-loop errors
 on the iteration's real rollout *before* it is refitted on it (data it has not seen; the
