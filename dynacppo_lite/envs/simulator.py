@@ -35,7 +35,7 @@ from dynacppo_lite.envs.fast import BUILDER_ENTRY_POINT
 from dynacppo_lite.envs.make import check_env_id, single_env_factory
 from dynacppo_lite.envs.presets import PRESETS
 
-__all__ = ["NavigationSimulatorEnv", "SimulatorEnv", "navigation_task"]
+__all__ = ["NavigationSimulatorEnv", "SimulatorEnv", "navigation_task", "step_tensors"]
 
 
 def navigation_task(env_id: str) -> bool:
@@ -46,6 +46,20 @@ def navigation_task(env_id: str) -> bool:
     base = PRESETS[env_id].env_id if env_id in PRESETS else env_id
     spec = gymnasium.envs.registry.get(base)
     return spec is not None and spec.entry_point == BUILDER_ENTRY_POINT
+
+
+def step_tensors(obs: np.ndarray, rew: np.ndarray, cost: np.ndarray, term: np.ndarray,
+                 trunc: np.ndarray, info: dict, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """``ModelEnv.step``'s 6-tuple from B branches' numpy results: next obs (B, obs_dim), reward
+    and cost (B,) as float32, terminated and truncated (B,) as bool, on ``device``; ``info`` as
+    given."""
+    f32 = torch.float32
+    return (torch.as_tensor(obs, dtype=f32, device=device),
+            torch.as_tensor(rew, dtype=f32, device=device),
+            torch.as_tensor(cost, dtype=f32, device=device),
+            torch.as_tensor(term, dtype=torch.bool, device=device),
+            torch.as_tensor(trunc, dtype=torch.bool, device=device), info)
 
 
 class SimulatorEnv:
@@ -95,12 +109,7 @@ class SimulatorEnv:
             out.append((nxt, r, c, term))
         nxt, r, c, term = (np.array(x) for x in zip(*out, strict=True))
         self._obs = nxt
-        f32, dev = torch.float32, self.device
-        return (torch.as_tensor(nxt, dtype=f32, device=dev),
-                torch.as_tensor(r, dtype=f32, device=dev),
-                torch.as_tensor(c, dtype=f32, device=dev),
-                torch.as_tensor(term, dtype=torch.bool, device=dev),
-                torch.zeros(len(r), dtype=torch.bool, device=dev), {})
+        return step_tensors(nxt, r, c, term, np.zeros(len(r), dtype=bool), {}, self.device)
 
     def close(self) -> None:
         """Close the MuJoCo env."""
@@ -239,13 +248,8 @@ class NavigationSimulatorEnv:
             rows[i, :self.coord_dim] = self._coordinates(obs[i])
             rows[i, self.coord_dim:] = self._physics()
         self._rows = rows
-        f32, dev = torch.float32, self.device
-        return (torch.as_tensor(obs, dtype=f32, device=dev),
-                torch.as_tensor(rew, dtype=f32, device=dev),
-                torch.as_tensor(cost, dtype=f32, device=dev),
-                torch.as_tensor(term, dtype=torch.bool, device=dev),
-                torch.as_tensor(goal, dtype=torch.bool, device=dev),
-                {"goal": torch.as_tensor(goal, dtype=torch.bool, device=dev), "n_nonfinite": 0})
+        info = {"goal": torch.as_tensor(goal, dtype=torch.bool, device=self.device), "n_nonfinite": 0}
+        return step_tensors(obs, rew, cost, term, goal, info, self.device)
 
     def close(self) -> None:
         """Close the MuJoCo env."""
