@@ -24,3 +24,12 @@ def toy_outcome(tables: list[list[dict[str, str]]]) -> tuple[float, float]:
         gains.append(sum(float(r["ep_return"]) for r in late) / len(late) - float(table[0]["ep_return"]))
         costs.append(sum(float(r["ep_cost"]) for r in late) / len(late))
     return sum(gains) / len(gains), sum(costs) / len(costs)
+
+
+def assert_same_run(first, second) -> None:
+    """Two progress.csv tables (pandas DataFrames) of one seed are equal in every column but the
+    timings (``t_*``, ``sps``, ``time_s``), which depend on the machine's load."""
+    import pandas as pd
+
+    timing = [c for c in first.columns if c.startswith("t_") or c in ("sps", "time_s")]
+    pd.testing.assert_frame_equal(first.drop(columns=timing), second.drop(columns=timing))
